@@ -1,0 +1,175 @@
+"""The ``translate`` command line: parse, call, report. Errors a user can cause print one line."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import TranslateError
+
+log = logging.getLogger("translate")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm.auto import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("translate")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+class TranslateGroup(click.Group):
+    """Turns TranslateError (and any other failure) into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TranslateError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback, "
+                       f"and please report it)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=TranslateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="translate")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bar.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """Image-to-image translation with GANs: train, export to ONNX, translate folders fast."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(quiet=quiet, debug=debug)
+    _setup_logging(quiet, debug)
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        key, raw = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw.strip() else None
+    return out
+
+
+@cli.command()
+@click.option("--model", type=click.Choice(["cyclegan", "pix2pix"]), default=None,
+              help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images). "
+                   "Default: the embedded synthetic data set.")
+@click.option("--size", type=int, default=None, help="Training crop size in pixels. [256; 64 on embedded data]")
+@click.option("--steps", type=int, default=None, help="Generator updates to train. [400 on embedded data]")
+@click.option("--epochs", type=int, default=None, help="Epochs instead of --steps. [200, as the reference]")
+@click.option("--batch-size", type=int, default=None, help="Images per batch. [1]")
+@click.option("--lr", type=float, default=None, help="Learning rate of both optimisers. [2e-4]")
+@click.option("--gan-loss", type=click.Choice(["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]),
+              default=None, help="Adversarial loss. [cyclegan: lsgan, pix2pix: nonsaturating]")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None, help="pix2pix direction. [AtoB]")
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N. [auto: CUDA when present]")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
+              help="Mixed precision. [auto: bf16 on CUDA where supported, else fp16; off on the CPU]")
+@click.option("--workers", type=int, default=None, help="Data-loader processes. [cores - 1]")
+@click.option("--seed", type=int, default=None, help="Seeds Python, NumPy, torch and the data stream. [0]")
+@click.option("--stop-on-failure", is_flag=True, default=None,
+              help="End the run when the health monitor detects a failure.")
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+              help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="YAML file of options; command-line options override it.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Where checkpoints, samples and logs go. [checkpoints/<data>-<model>]")
+@click.option("--resume", type=click.Path(path_type=Path), default=None,
+              help="Continue the run in this directory from its latest checkpoint.")
+@click.pass_context
+def train(ctx: click.Context, config_file: Path | None, run_dir: Path | None, resume: Path | None,
+          set_values: tuple[str, ...], **options: Any) -> None:
+    """Train a translator (CycleGAN or pix2pix) on folders of images or the embedded data.
+
+    \b
+    Examples:
+      translate train                                   # embedded data, a few minutes on a CPU
+      translate train --data datasets/horse2zebra       # trainA/ trainB/ -> CycleGAN
+      translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
+      translate train --resume checkpoints/facades-pix2pix --steps 20000
+    """
+    from .config import load_yaml
+    from .errors import ConfigError
+    from .train import RESUME_OVERRIDABLE, build_config, default_run_dir, load_run_config, train as run_train
+
+    quiet = ctx.obj["quiet"]
+    options.update(_parse_set(set_values))
+    if options.get("stop_on_failure") is None:
+        options.pop("stop_on_failure")
+    if resume is not None:
+        if config_file is not None or (run_dir is not None and run_dir != resume):
+            raise ConfigError("--resume continues a run with its saved config.json; drop --config/--run-dir")
+        cfg = load_run_config(resume)
+        ignored = []
+        for key, value in options.items():
+            if value is None:
+                continue
+            if key in RESUME_OVERRIDABLE:
+                setattr(cfg.train, key, value)
+            elif getattr(cfg.train, key, getattr(cfg.model, key, object())) != value:
+                ignored.append(key)
+        if ignored:
+            raise ConfigError(f"--resume keeps the run's own config; these options differ from "
+                              f"{resume / 'config.json'} and cannot change now: {', '.join(ignored)} "
+                              f"(start a new run for them)")
+        if options.get("steps") is not None or options.get("epochs") is not None:
+            if options.get("epochs") is not None and options.get("steps") is None:
+                cfg.train.steps = None
+        target = resume
+    else:
+        yaml_opts = load_yaml(config_file) if config_file else None
+        cfg = build_config(options, yaml_opts, str(config_file) if config_file else "command line")
+        target = run_dir or default_run_dir(cfg)
+    summary = run_train(cfg, target, resume=resume is not None, quiet=quiet)
+    status = "interrupted" if summary["interrupted"] else "done"
+    click.echo(f"{status}: step {summary['step']} of {summary['total_steps']} | run {target} | "
+               f"samples {target / 'samples'} | loss curves {target / 'loss_curves.png'}", err=quiet)
+    if summary["interrupted"]:
+        click.echo(f"continue with: translate train --resume {target}", err=True)
+        sys.exit(130)
+    if summary["warnings"]:
+        click.echo(f"{len(summary['warnings'])} health warning(s); see {target / 'train.log'}", err=True)
+
+
+def main() -> None:
+    cli(prog_name="translate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Configuration: one dataclass per model family plus the shared :class:`TrainConfig`.
+
+Defaults follow the reference recipes (Zhu et al. 2017 for CycleGAN, Isola et al. 2017 for
+pix2pix). A YAML file (``--config``) holds any of these fields as flat keys; command-line options
+override it. The run directory keeps the result as ``config.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+MODELS = ("cyclegan", "pix2pix")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class CycleGANConfig:
+    """CycleGAN: G_AB, G_BA (ResNet), D_A, D_B (70x70 PatchGAN), LSGAN, cycle and identity losses."""
+
+    generator: str = "resnet_9blocks"  # resnet_9blocks | resnet_6blocks | unet
+    discriminator: str = "patch"  # patch (n_layers deep) | pixel (1x1)
+    ngf: int = 64
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "instance"
+    init: str = "normal"
+    init_gain: float = 0.02
+    upsample: str = "transpose"  # transpose | resize (bilinear + conv, no checkerboard)
+    dropout: float = 0.0  # NoiseDropout in the generator's residual blocks
+    gan_loss: str = "lsgan"
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5  # scales lambda_cycle, as in the reference
+    pool_size: int = 50  # replay buffer per discriminator; 0 disables
+    in_channels: int = 3
+    out_channels: int = 3
+
+
+@dataclass
+class Pix2PixConfig:
+    """pix2pix: U-Net generator, conditional PatchGAN on (input, output), GAN + lambda_L1 * L1.
+
+    ``gan_loss`` defaults to the minimax game's BCE with the non-saturating generator loss, which is
+    what the paper and reference train with; ``minimax`` gives the saturating generator loss.
+    """
+
+    generator: str = "unet"  # unet | resnet_9blocks | resnet_6blocks
+    discriminator: str = "patch"
+    ngf: int = 64
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "batch"
+    init: str = "normal"
+    init_gain: float = 0.02
+    upsample: str = "transpose"
+    dropout: float = 0.5  # NoiseDropout in the U-Net's inner decoder blocks: the generator's noise
+    gan_loss: str = "nonsaturating"
+    lambda_l1: float = 100.0
+    pool_size: int = 0
+    direction: str = "AtoB"  # AtoB | BtoA
+    in_channels: int = 3
+    out_channels: int = 3
+
+
+FAMILY_CONFIGS: dict[str, type] = {"cyclegan": CycleGANConfig, "pix2pix": Pix2PixConfig}
+
+
+@dataclass
+class TrainConfig:
+    """What the trainer and data pipeline need, shared by every family."""
+
+    model: str = "cyclegan"
+    data: str | None = None  # None: the embedded synthetic data set
+    size: int = 256  # crop size fed to the networks
+    load_size: int | None = None  # resize to this before the random crop; None: size * 286 / 256; 0: no resize
+    flip: bool = True
+    batch_size: int = 1
+    steps: int | None = None  # generator updates; default from epochs
+    epochs: int | None = None  # default 200 (100 constant + 100 decaying), as the reference
+    lr: float = 2e-4
+    lr_d: float | None = None  # discriminator learning rate; None: same as lr
+    beta1: float = 0.5
+    beta2: float = 0.999
+    d_optimizer: str = "adam"  # adam | sgd (Adam for G + SGD for D)
+    decay_from: float = 0.5  # fraction of the run after which the learning rate decays linearly to 0
+    n_critic: int = 1  # discriminator steps per generator step
+    amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16) | bf16 | fp16 | off
+    ema: float = 0.0  # EMA decay for a copy of the generators; 0 disables (e.g. 0.999)
+    seed: int = 0
+    device: str = "auto"
+    workers: int = -1  # data-loader processes; -1: chosen from the CPU count
+    log_every: int = 10
+    sample_every: int = 100
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    n_samples: int = 4  # images in the sample grids
+    instance_noise: float = 0.0  # initial std of noise on D's inputs (images in [-1, 1])
+    instance_noise_steps: int | None = None  # anneal to 0 over this many steps; None: half the run
+    label_smoothing: float = 0.0
+    noisy_labels: bool = False
+    label_flip: float = 0.0
+    stop_on_failure: bool = False
+    max_bad_fraction: float = 0.1  # more unreadable images than this fraction is an error
+    synthetic_count: int = 200  # pairs in the embedded data set
+
+
+@dataclass
+class RunConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: Any = field(default_factory=CycleGANConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": dataclasses.asdict(self.train), "model": dataclasses.asdict(self.model)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
+        train = _build(TrainConfig, d.get("train", {}), source)
+        model_cls = FAMILY_CONFIGS.get(train.model)
+        if model_cls is None:
+            raise ConfigError(f"{source}: unknown model {train.model!r}; choose one of {', '.join(MODELS)}")
+        return cls(train=train, model=_build(model_cls, d.get("model", {}), source))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _build(cls: type, values: dict[str, Any], source: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
+                          f"valid: {', '.join(sorted(names))}")
+    return cls(**values)
+
+
+def split_options(options: dict[str, Any], model: str, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split flat options into TrainConfig fields and the family's fields; unknown keys are an error."""
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    family = FAMILY_CONFIGS[model]
+    model_names = {f.name for f in dataclasses.fields(family)}
+    train, fam, unknown = {}, {}, []
+    for key, value in options.items():
+        k = key.replace("-", "_")
+        if k in train_names:
+            train[k] = value
+        elif k in model_names:
+            fam[k] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"{source}: unknown option(s) {', '.join(sorted(unknown))} for {model}; "
+                          f"see 'translate train --help' and docs/configuration.md")
+    return train, fam
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{path}{where} is not valid YAML; fix the syntax there") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of option: value pairs")
+    return data
+
+
+def validate(cfg: RunConfig) -> None:
+    """Check values a dataclass cannot: ranges and choices. Raises ConfigError naming the option."""
+    t, m = cfg.train, cfg.model
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(t.model in MODELS, f"unknown model {t.model!r}; choose one of {', '.join(MODELS)}")
+    need(t.device in DEVICES or t.device.startswith("cuda:"), f"unknown device {t.device!r}; use auto, cpu or cuda")
+    need(t.amp in AMP_MODES, f"unknown amp mode {t.amp!r}; choose one of {', '.join(AMP_MODES)}")
+    need(t.size >= 16 and t.size % 4 == 0, f"--size must be a multiple of 4 and at least 16, got {t.size}")
+    need(t.batch_size >= 1, "--batch-size must be at least 1")
+    need(t.steps is None or t.steps >= 1, "--steps must be at least 1")
+    need(t.epochs is None or t.epochs >= 1, "--epochs must be at least 1")
+    need(t.n_critic >= 1, "n_critic must be at least 1")
+    need(t.lr > 0 and (t.lr_d is None or t.lr_d > 0), "learning rates must be positive")
+    need(0.0 <= t.decay_from <= 1.0, "decay_from must be in [0, 1]")
+    need(t.d_optimizer in ("adam", "sgd"), f"d_optimizer must be adam or sgd, not {t.d_optimizer!r}")
+    need(0.0 <= t.ema < 1.0, "ema must be in [0, 1)")
+    need(t.n_samples >= 1, "n_samples must be at least 1")
+    need(min(t.log_every, t.sample_every, t.checkpoint_every) >= 1, "log/sample/checkpoint intervals must be >= 1")
+    need(t.load_size is None or t.load_size == 0 or t.load_size >= t.size,
+         f"load_size ({t.load_size}) must be 0 (no resize) or at least --size ({t.size})")
+    from .nn.layers import INITS, NORMS, UPSAMPLES
+
+    need(m.norm in NORMS, f"unknown norm {m.norm!r}; choose one of {', '.join(NORMS)}")
+    need(m.init in INITS, f"unknown init {m.init!r}; choose one of {', '.join(INITS)}")
+    need(m.upsample in UPSAMPLES, f"unknown upsample {m.upsample!r}; choose one of {', '.join(UPSAMPLES)}")
+    need(m.generator in ("resnet_9blocks", "resnet_6blocks", "unet"),
+         f"unknown generator {m.generator!r}; choose resnet_9blocks, resnet_6blocks or unet")
+    need(m.discriminator in ("patch", "pixel"), f"unknown discriminator {m.discriminator!r}; choose patch or pixel")
+    if m.generator == "unet":
+        need(t.size >= 32 and t.size & (t.size - 1) == 0,
+             f"the U-Net generator needs a power-of-two --size of at least 32, got {t.size}")
+    from .engine.losses import GAN_LOSSES, TARGET_LOSSES
+
+    need(m.gan_loss in GAN_LOSSES, f"unknown gan_loss {m.gan_loss!r}; choose one of {', '.join(GAN_LOSSES)}")
+    if t.label_smoothing or t.noisy_labels or t.label_flip:
+        need(m.gan_loss in TARGET_LOSSES, f"label smoothing / noisy labels / label flips need gan_loss "
+                                          f"{', '.join(TARGET_LOSSES)}, not {m.gan_loss}")
+    if isinstance(m, Pix2PixConfig):
+        need(m.direction in ("AtoB", "BtoA"), f"direction must be AtoB or BtoA, not {m.direction!r}")

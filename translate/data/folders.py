@@ -1,0 +1,349 @@
+"""Data sets from folders of images, the embedded synthetic set, and the resumable loader.
+
+Layouts of ``--data DIR`` (checked in this order):
+
+- ``DIR/trainA/`` + ``DIR/trainB/`` (optional ``testA/``, ``testB/``): two domains. CycleGAN draws
+  B at random for each A, an epoch is max(|A|, |B|); pix2pix pairs them by file name.
+- ``DIR/A/`` + ``DIR/B/``: paired by matching file names (extension may differ).
+- ``DIR/train/`` (optional ``val/`` or ``test/``) or ``DIR`` itself holding side-by-side images:
+  the pix2pix layout, A on the left half and B on the right.
+
+Every sample is drawn from a seed fixed by (``--seed``, position in the stream), never from a
+worker's random state, so a resumed run sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import DataError
+from ..images import IMAGE_EXTENSIONS, MODE_NOTES, is_image_file, load_rgb, probe
+from .synthetic import render_pair
+from .transforms import default_load_size, eval_transform, train_transform
+
+log = logging.getLogger("translate.data")
+
+
+# --- scanning ----------------------------------------------------------------------------------
+def scan_images(folder: Path, *, min_side: int = 0, max_bad_fraction: float = 0.1) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted), header-checked.
+
+    Unreadable files are skipped with a warning naming each; more than ``max_bad_fraction`` of them
+    is an error. Images needing conversion or smaller than ``min_side`` get one note per kind.
+    """
+    if not folder.is_dir():
+        raise DataError(f"{folder} does not exist or is not a folder; check the --data path")
+    candidates = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+    if not candidates:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS)[:6])
+        raise DataError(f"{folder} holds no images (looked for {exts}, ...); put the training images there")
+    good, bad = [], []
+    modes: Counter[str] = Counter()
+    small = 0
+    for path in candidates:
+        try:
+            w, h, mode = probe(path)
+        except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
+            bad.append(path)
+            log.warning("skipping %s: not a readable image (%s)", path, type(exc).__name__)
+            continue
+        good.append(path)
+        if mode != "RGB":
+            modes[mode] += 1
+        if min(w, h) < min_side:
+            small += 1
+    if bad and len(bad) > max_bad_fraction * len(candidates):
+        raise DataError(f"{len(bad)} of {len(candidates)} images in {folder} are unreadable (e.g. {bad[0].name}); "
+                        f"remove or re-encode them (the limit is {max_bad_fraction:.0%}, max_bad_fraction)")
+    for mode, n in modes.items():
+        log.info("note: %d %s image(s) in %s will be converted to RGB", n, MODE_NOTES.get(mode, mode), folder)
+    if small:
+        log.info("note: %d image(s) in %s are smaller than %d px and will be upscaled", small, folder, min_side)
+    return good
+
+
+def _first_dir(root: Path, *names: str) -> Path | None:
+    return next((root / n for n in names if (root / n).is_dir()), None)
+
+
+@dataclass
+class Layout:
+    kind: str  # "unpaired" | "paired" | "aligned" | "synthetic"
+    root: Path | None
+    train: tuple[Path, ...]  # folders: (A, B) or (AB,)
+    test: tuple[Path, ...] | None
+
+    @property
+    def paired(self) -> bool:
+        return self.kind != "unpaired"
+
+
+def detect_layout(root: str | Path | None) -> Layout:
+    if root is None:
+        return Layout("synthetic", None, (), None)
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"{root} does not exist; check the --data path (or leave --data out for the embedded data)")
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; --data takes a folder (trainA/ + trainB/, A/ + B/, or train/)")
+    has_a, has_b = (root / "trainA").is_dir(), (root / "trainB").is_dir()
+    if has_a or has_b:
+        if not has_b:
+            raise DataError(f"{root / 'trainB'} is missing: unpaired data needs trainA/ and trainB/ side by side")
+        if not has_a:
+            raise DataError(f"{root / 'trainA'} is missing: unpaired data needs trainA/ and trainB/ side by side")
+        test = (root / "testA", root / "testB") if (root / "testA").is_dir() and (root / "testB").is_dir() else None
+        return Layout("unpaired", root, (root / "trainA", root / "trainB"), test)
+    if (root / "A").is_dir() or (root / "B").is_dir():
+        for side in ("A", "B"):
+            if not (root / side).is_dir():
+                raise DataError(f"{root / side} is missing: paired data needs A/ and B/ with matching file names")
+        return Layout("paired", root, (root / "A", root / "B"), None)
+    train = _first_dir(root, "train")
+    if train is not None:
+        test = _first_dir(root, "val", "test")
+        return Layout("aligned", root, (train,), (test,) if test else None)
+    if any(is_image_file(p) for p in root.iterdir()):
+        return Layout("aligned", root, (root,), None)
+    raise DataError(f"{root} has none of the known layouts: trainA/ + trainB/ (unpaired), A/ + B/ (paired by "
+                    f"file name), or train/ with side-by-side AB images; arrange the images like one of these")
+
+
+def match_pairs(a_files: list[Path], b_files: list[Path], a_dir: Path, b_dir: Path) -> list[tuple[Path, Path]]:
+    """Pair files by name relative to their folder, ignoring the extension."""
+    def key(p: Path, base: Path) -> str:
+        return str(p.relative_to(base).with_suffix(""))
+
+    b_by_key = {key(p, b_dir): p for p in b_files}
+    pairs, missing = [], []
+    for p in a_files:
+        k = key(p, a_dir)
+        (pairs.append((p, b_by_key.pop(k))) if k in b_by_key else missing.append(p.name))
+    if missing or b_by_key:
+        extra = sorted(p.name for p in b_by_key.values())
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} file(s) in {a_dir} have no match in {b_dir} (e.g. {missing[0]})")
+        if extra:
+            detail.append(f"{len(extra)} file(s) in {b_dir} have no match in {a_dir} (e.g. {extra[0]})")
+        raise DataError("; ".join(detail) + "; pairs are matched by file name, so rename or remove the odd ones")
+    return pairs
+
+
+# --- decoding with skip-on-error ---------------------------------------------------------------
+def _upscale_to(img: np.ndarray, min_side: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    if min(h, w) >= min_side:
+        return img
+    scale = min_side / min(h, w)
+    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+
+
+class _Decoder:
+    """Loads images; a file that fails to decode is warned about once and replaced by another sample."""
+
+    def __init__(self) -> None:
+        self.warned: set[Path] = set()
+
+    def load(self, path: Path) -> np.ndarray | None:
+        try:
+            return load_rgb(path)
+        except Exception as exc:  # noqa: BLE001
+            if path not in self.warned:
+                self.warned.add(path)
+                log.warning("skipping %s: cannot decode it (%s); re-encode or remove the file", path, exc)
+            return None
+
+
+# --- data sets ---------------------------------------------------------------------------------
+class TranslationDataset(Dataset):
+    """Yields ``{"A": tensor, "B": tensor}`` in [-1, 1] for a key ``(index, sample_seed)``."""
+
+    def __init__(self, layout: Layout, *, size: int, load_size: int | None, flip: bool = True,
+                 unpaired: bool = False, synthetic_count: int = 200, seed: int = 0,
+                 max_bad_fraction: float = 0.1) -> None:
+        self.layout = layout
+        self.size = size
+        self.unpaired = unpaired
+        self.seed = seed
+        self.decoder = _Decoder()
+        self.min_side = size if load_size == 0 else 0
+        self.synthetic_count = synthetic_count
+        self.render_size = default_load_size(size) if load_size is None else (load_size or size)
+        self.transform = train_transform(size, load_size, flip, paired=True)
+        self.transform_single = train_transform(size, load_size, flip, paired=False)
+        scan = dict(min_side=self.min_side, max_bad_fraction=max_bad_fraction)
+        self.files_A: list[Path] = []
+        self.files_B: list[Path] = []
+        if layout.kind == "unpaired":
+            self.files_A, self.files_B = scan_images(layout.train[0], **scan), scan_images(layout.train[1], **scan)
+            if not unpaired:  # pix2pix on trainA/trainB: pair by name
+                pairs = match_pairs(self.files_A, self.files_B, *layout.train)
+                self.files_A, self.files_B = [a for a, _ in pairs], [b for _, b in pairs]
+        elif layout.kind == "paired":
+            pairs = match_pairs(scan_images(layout.train[0], **scan), scan_images(layout.train[1], **scan),
+                                *layout.train)
+            self.files_A, self.files_B = [a for a, _ in pairs], [b for _, b in pairs]
+        elif layout.kind == "aligned":
+            self.files_A = scan_images(layout.train[0], **scan)
+
+    def __len__(self) -> int:
+        """Samples per epoch: max(|A|, |B|) unpaired, else the number of pairs."""
+        if self.layout.kind == "synthetic":
+            return self.synthetic_count
+        return max(len(self.files_A), len(self.files_B))
+
+    def describe(self) -> str:
+        if self.layout.kind == "synthetic":
+            return f"embedded synthetic scenes: {self.synthetic_count} pairs (label map -> rendering)"
+        if self.layout.kind == "unpaired":
+            return f"{self.layout.root}: {len(self.files_A)} A + {len(self.files_B)} B images"
+        return f"{self.layout.root}: {len(self)} pairs ({self.layout.kind})"
+
+    # raw uint8 pairs ---------------------------------------------------------------------------
+    def _raw_pair(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        kind = self.layout.kind
+        if kind == "synthetic":
+            return render_pair(self.render_size, self.seed, index)
+        if kind == "aligned":
+            ab = self.decoder.load(self.files_A[index])
+            if ab is None:
+                return None
+            w = ab.shape[1] // 2
+            if w == 0:
+                return None
+            return ab[:, :w], ab[:, w: 2 * w]
+        a, b = self.decoder.load(self.files_A[index]), self.decoder.load(self.files_B[index])
+        if a is None or b is None:
+            return None
+        if b.shape[:2] != a.shape[:2]:
+            b = np.asarray(Image.fromarray(b).resize((a.shape[1], a.shape[0]), Image.BICUBIC))
+        return a, b
+
+    def _raw_single(self, side: str, index: int) -> np.ndarray | None:
+        if self.layout.kind in ("synthetic", "aligned"):
+            pair = self._raw_pair(index)
+            return None if pair is None else pair[0 if side == "A" else 1]
+        files = self.files_A if side == "A" else self.files_B
+        return self.decoder.load(files[index])
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
+        index, sample_seed = key if isinstance(key, tuple) else (key, key)
+        rng = np.random.default_rng([self.seed, sample_seed])
+        n = len(self)
+        for attempt in range(n):  # skip undecodable files, deterministically
+            i = (index + attempt) % n
+            if self.unpaired:
+                nA = len(self.files_A) or n
+                nB = len(self.files_B) or n
+                a = self._raw_single("A", i % nA)
+                b = self._raw_single("B", int(rng.integers(nB)))
+                if a is None or b is None:
+                    continue
+                a, b = _upscale_to(a, self.min_side), _upscale_to(b, self.min_side)
+                self.transform_single.set_random_seed(int(rng.integers(2**31)))
+                ta = self.transform_single(image=a)["image"]
+                tb = self.transform_single(image=b)["image"]
+                return {"A": ta, "B": tb}
+            pair = self._raw_pair(i)
+            if pair is None:
+                continue
+            a, b = _upscale_to(pair[0], self.min_side), _upscale_to(pair[1], self.min_side)
+            self.transform.set_random_seed(int(rng.integers(2**31)))
+            out = self.transform(image=a, target=b)
+            return {"A": out["image"], "B": out["target"]}
+        raise DataError(f"no image in {self.layout.root} could be decoded; check the files")
+
+    # fixed images for sample grids -------------------------------------------------------------
+    def sample_batch(self, n: int) -> dict[str, torch.Tensor]:
+        """``n`` fixed images (from the test split when there is one), resized, no augmentation."""
+        tf = eval_transform(self.size, paired=True)
+        single = eval_transform(self.size)
+        kind = self.layout.kind
+        A, B = [], []
+        if kind == "synthetic":
+            for i in range(n):  # indices past the training set: held out
+                a, b = render_pair(self.size, self.seed, self.synthetic_count + i)
+                out = tf(image=a, target=b)
+                A.append(out["image"]), B.append(out["target"])
+        elif kind == "unpaired" and self.layout.test is None or kind == "paired":
+            for i in range(min(n, len(self.files_A))):
+                a = self._raw_single("A", i)
+                b = self._raw_single("B", i)
+                if a is None or b is None:
+                    continue
+                A.append(single(image=a)["image"]), B.append(single(image=b)["image"])
+        elif kind == "unpaired":
+            scan = dict(max_bad_fraction=1.0)
+            ta = scan_images(self.layout.test[0], **scan)[:n]
+            tb = scan_images(self.layout.test[1], **scan)[:n]
+            for pa, pb in zip(ta, tb):
+                a, b = self.decoder.load(pa), self.decoder.load(pb)
+                if a is None or b is None:
+                    continue
+                A.append(single(image=a)["image"]), B.append(single(image=b)["image"])
+        else:  # aligned
+            files = scan_images(self.layout.test[0], max_bad_fraction=1.0) if self.layout.test else self.files_A
+            for path in files[:n]:
+                ab = self.decoder.load(path)
+                if ab is None:
+                    continue
+                w = ab.shape[1] // 2
+                out = tf(image=ab[:, :w], target=np.ascontiguousarray(ab[:, w: 2 * w]))
+                A.append(out["image"]), B.append(out["target"])
+        if not A:
+            raise DataError(f"could not decode any image for the sample grid from {self.layout.root}")
+        return {"A": torch.stack(A), "B": torch.stack(B)}
+
+
+# --- the resumable stream ----------------------------------------------------------------------
+class StreamSampler(Sampler):
+    """An endless stream of ``(index, sample_seed)``: a fresh permutation each epoch, starting at
+    position ``start`` so a resumed run continues the same stream."""
+
+    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+        self.n, self.seed, self.start = n, seed, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        pos = self.start
+        epoch, perm = -1, None
+        while True:
+            e = pos // self.n
+            if e != epoch:
+                epoch = e
+                perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + e)).tolist()
+            yield perm[pos % self.n], pos
+            pos += 1
+
+
+def default_workers() -> int:
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cpus - 1))
+
+
+def make_loader(dataset: TranslationDataset, *, batch_size: int, seed: int, start: int, workers: int,
+                pin_memory: bool) -> DataLoader:
+    """Batches from position ``start`` (in samples) of the stream. The loader's own generator keeps
+    it from touching the global torch RNG, which belongs to the training step."""
+    workers = default_workers() if workers < 0 else workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=StreamSampler(len(dataset), seed, start),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -1,0 +1,317 @@
+"""The alternating GAN trainer, generic over model families (see ``models/base.py``).
+
+One step = ``n_critic`` discriminator updates, each on a fresh batch, then one generator update on
+the last batch with the discriminators frozen. Around that the trainer owns the optimisers (Adam,
+or SGD for the discriminator), the constant-then-linear-decay learning rate, autocast and gradient
+scaling, per-network gradient norms, an optional EMA of the generators, the health monitor,
+``metrics.jsonl``, sample grids and checkpoints. A resumed run reproduces the uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, TrainingFailure
+from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .device import amp_dtype, rng_state, set_rng_state
+from .monitor import HealthMonitor, HealthWarning
+
+log = logging.getLogger("translate.train")
+
+
+def linear_decay(total_steps: int, decay_from: float) -> Callable[[int], float]:
+    """Learning-rate factor: 1 until ``decay_from * total_steps``, then linear to 0 at the end."""
+    start = int(total_steps * decay_from)
+    span = max(1, total_steps - start)
+
+    def factor(step: int) -> float:
+        return 1.0 if step < start else max(0.0, 1.0 - (step - start) / span)
+
+    return factor
+
+
+def grad_norm(module: nn.Module) -> torch.Tensor:
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+class EMA:
+    """Exponential moving average of the generators' weights (buffers are copied)."""
+
+    def __init__(self, generators: nn.ModuleDict, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(generators).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, generators: nn.ModuleDict) -> None:
+        ema_p = list(self.model.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in generators.parameters()], 1.0 - self.decay)
+        for e, b in zip(self.model.buffers(), generators.buffers()):
+            e.copy_(b)
+
+
+class Trainer:
+    def __init__(self, model: Any, dataset: Any, cfg: Any, run_dir: str | Path, *, device: torch.device,
+                 total_steps: int, loader_factory: Callable[[int], Iterator], sample_batch: dict | None = None,
+                 quiet: bool = False) -> None:
+        t = cfg.train
+        self.cfg, self.t = cfg, t
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.total_steps = total_steps
+        self.loader_factory = loader_factory
+        self.quiet = quiet
+        self.model = model.to(device)
+        self.dtype = amp_dtype(t.amp, device)
+        fused = device.type == "cuda"
+        self.opt_G = torch.optim.Adam(self.model.generators.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
+                                      fused=fused or None)
+        lr_d = t.lr_d or t.lr
+        if t.d_optimizer == "sgd":
+            self.opt_D = torch.optim.SGD(self.model.discriminators.parameters(), lr=lr_d, momentum=0.9)
+        else:
+            self.opt_D = torch.optim.Adam(self.model.discriminators.parameters(), lr=lr_d,
+                                          betas=(t.beta1, t.beta2), fused=fused or None)
+        decay = linear_decay(total_steps, t.decay_from)
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.ema = EMA(self.model.generators, t.ema) if t.ema > 0 else None
+        self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, patience=5)
+        self.sample_batch = sample_batch
+        self.step = 0
+        self.data_position = 0  # samples drawn from the stream so far
+
+    # --- state ---------------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        w = dict(self.model.state_dict())
+        if self.ema is not None:
+            w.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
+        w.update(self.model.extra_state())
+        return w
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "data_position": self.data_position,
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "sched_D": self.sched_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "warnings": [[w.step, w.code, w.short, w.message] for w in self.monitor.history],
+        }
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.run_dir, self.step, self.weights(), self.state(), keep_last=self.t.keep_last)
+        log.debug("checkpoint %s", path)
+        return path
+
+    def resume(self, checkpoint: str | Path | None = None) -> Path:
+        weights, state, path = load_checkpoint(checkpoint or self.run_dir, map_location=self.device)
+        model_keys = set(self.model.state_dict())
+        missing = model_keys - set(weights)
+        if missing:
+            raise CheckpointError(f"{path} does not match this model ({len(missing)} weights missing, e.g. "
+                                  f"{sorted(missing)[0]}); was it written by another --model or config?")
+        self.model.load_state_dict({k: weights[k] for k in model_keys})
+        if self.ema is not None:
+            ema_w = {k[4:]: v for k, v in weights.items() if k.startswith("ema.")}
+            if ema_w:
+                self.ema.model.load_state_dict(ema_w)
+        self.model.load_extra_state({k: v for k, v in weights.items() if k.startswith("pool.")})
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.sched_G.load_state_dict(state["sched_G"])
+        self.sched_D.load_state_dict(state["sched_D"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.data_position = int(state["data_position"])
+        self.monitor.history = [HealthWarning(*w) for w in state.get("warnings", [])]
+        self._truncate_metrics(self.step)
+        return path
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric rows a killed run wrote after its last checkpoint."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(r + "\n" for r in rows))
+
+    # --- one step ------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _to_device(self, batch: dict) -> dict:
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, nets: nn.ModuleDict,
+                logs: dict[str, torch.Tensor]) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(opt)
+        for name, net in nets.items():
+            logs[f"grad_norm/{name}"] = grad_norm(net)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def train_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
+        model = self.model
+        model.set_schedule(self.step, self.total_steps, self.t.instance_noise_steps)
+        logs: dict[str, torch.Tensor] = {}
+        for _ in range(self.t.n_critic):
+            batch = self._to_device(next(batches))
+            self.data_position += self.t.batch_size
+            with self._autocast():
+                loss_D, d_logs = model.discriminator_loss(batch)
+            self._update(loss_D, self.opt_D, model.discriminators, logs)
+            model.after_discriminator_step()
+        logs.update(d_logs)
+        model.discriminators.requires_grad_(False)
+        try:
+            with self._autocast():
+                loss_G, g_logs = model.generator_loss(batch)
+            self._update(loss_G, self.opt_G, model.generators, logs)
+        finally:
+            model.discriminators.requires_grad_(True)
+        logs.update(g_logs)
+        if self.ema is not None:
+            self.ema.update(model.generators)
+        self.sched_G.step()
+        self.sched_D.step()
+        self.step += 1
+        return logs
+
+    # --- outputs -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def samples(self) -> dict[str, torch.Tensor] | None:
+        """The sample rows for the fixed batch, without touching training state (RNG, BN stats)."""
+        if self.sample_batch is None:
+            return None
+        devices = [self.device] if self.device.type == "cuda" else []
+        was_training = self.model.training
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.t.seed)
+            self.model.eval()
+            try:
+                with self._autocast():
+                    rows = self.model.sample(self._to_device(self.sample_batch))
+            finally:
+                self.model.train(was_training)
+        return {k: v.float().cpu() for k, v in rows.items()}
+
+    def write_samples(self, rows: dict[str, torch.Tensor]) -> Path:
+        from ..report import save_grid
+
+        return save_grid(rows, self.run_dir / "samples" / f"step-{self.step:08d}.png")
+
+    def _log_row(self, sums: dict[str, list[torch.Tensor]], elapsed: float, steps: int) -> dict[str, float]:
+        row: dict[str, float] = {"step": self.step}
+        for k, vals in sums.items():
+            v = torch.stack([x.float().cpu() for x in vals])
+            row[k] = float(v.max() if k.startswith("grad_norm/") else v.mean())
+        row["lr"] = self.sched_G.get_last_lr()[0]
+        row["it_per_s"] = steps / elapsed if elapsed > 0 else float("nan")
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    # --- the loop ------------------------------------------------------------------------------
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``total_steps`` (or ``stop_at``, keeping the full schedule), checkpointing as
+        configured. Ctrl-C saves a checkpoint and stops cleanly. Returns a summary."""
+        from tqdm.auto import tqdm
+
+        t = self.t
+        end = min(self.total_steps, stop_at) if stop_at is not None else self.total_steps
+        self.model.train()
+        batches = iter(self.loader_factory(self.data_position))
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet, unit="it", dynamic_ncols=True,
+                   desc="train", smoothing=0.1)
+        sums: dict[str, list[torch.Tensor]] = {}
+        warnings: list[str] = []
+        last_time, last_step = time.perf_counter(), self.step
+        interrupted = False
+        previous_handler = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):  # a scheduler's kill: checkpoint like Ctrl-C
+            raise KeyboardInterrupt
+
+        with contextlib.suppress(ValueError):  # not in the main thread: leave SIGTERM alone
+            signal.signal(signal.SIGTERM, on_term)
+        try:
+            while self.step < end:
+                logs = self.train_step(batches)
+                for k, v in logs.items():
+                    sums.setdefault(k, []).append(v)
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == end:
+                    now = time.perf_counter()
+                    row = self._log_row(sums, now - last_time, self.step - last_step)
+                    sums, last_time, last_step = {}, now, self.step
+                    new = self.monitor.check_losses(self.step, row)
+                    warnings += self._report(new)
+                    bar.set_postfix_str(self._postfix(row), refresh=False)
+                if self.step % t.sample_every == 0 or self.step == self.total_steps:
+                    rows = self.samples()
+                    if rows is not None:
+                        self.write_samples(rows)
+                        for key, fake in rows.items():
+                            if key.startswith("fake_") and f"real_{key[5:]}" in rows:
+                                warnings += self._report(self.monitor.check_samples(
+                                    self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
+                if self.step % t.checkpoint_every == 0 or self.step == end:
+                    self.save()
+        except KeyboardInterrupt:
+            interrupted = True
+            if self.step > 0 and not any(p.name.endswith(f"{self.step:08d}") for p in list_checkpoints(self.run_dir)):
+                self.save()
+        finally:
+            bar.close()
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, previous_handler)
+        return {"step": self.step, "total_steps": self.total_steps, "interrupted": interrupted,
+                "warnings": [str(w) for w in self.monitor.history]}
+
+    def _postfix(self, row: dict[str, float]) -> str:
+        parts = [f"{k.removeprefix('loss_')}={v:.3f}" for k, v in row.items() if k.startswith("loss")]
+        active = [w.short for w in self.monitor.active.values()]
+        if active:
+            parts.append("⚠ " + ", ".join(active))
+        return " ".join(parts)
+
+    def _report(self, new: list[HealthWarning]) -> list[str]:
+        for w in new:
+            log.warning("%s", w)
+            if self.t.stop_on_failure:
+                self.save()
+                raise TrainingFailure(f"stopped at step {w.step} (--stop-on-failure): {w.message} "
+                                      f"The last checkpoint is in {self.run_dir}.")
+        return [str(w) for w in new]
+
+
+def total_steps_for(t: Any, samples_per_epoch: int, default_epochs: int = 200) -> int:
+    """``--steps`` if given, else epochs (default 200, the reference's 100 + 100) of the data."""
+    if t.steps:
+        return t.steps
+    per_step = t.batch_size * t.n_critic
+    return (t.epochs or default_epochs) * max(1, math.ceil(samples_per_epoch / per_step))

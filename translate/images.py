@@ -1,0 +1,75 @@
+"""Image decoding and the one pair of conversions between uint8 HWC and network floats.
+
+Networks see float32 NCHW RGB in [-1, 1]: ``x = pixel / 127.5 - 1`` (mean 0.5, std 0.5 on [0, 1]).
+:func:`to_float` and :func:`to_uint8` are the only places that rescale; the albumentations
+pipeline's ``Normalize`` is built from the same constants. This module imports neither torch nor
+torchvision, so the ONNX runtime can use it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+MEAN = 0.5
+STD = 0.5
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm",
+                              ".pbm", ".tga", ".jp2"})
+
+# Pillow modes that need converting, and the note given for them.
+MODE_NOTES = {
+    "L": "grayscale", "LA": "grayscale with alpha", "1": "1-bit", "P": "palette", "PA": "palette with alpha",
+    "RGBA": "RGBA (alpha dropped)", "CMYK": "CMYK", "YCbCr": "YCbCr", "I;16": "16-bit", "I;16B": "16-bit",
+    "I;16L": "16-bit", "I": "32-bit integer", "F": "floating point", "LAB": "Lab", "HSV": "HSV",
+}
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16/32-bit scaled to 8 bits, palettes expanded, alpha dropped."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 HWC RGB, honouring EXIF orientation. Raises OSError/ValueError."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        return np.asarray(to_rgb(img), dtype=np.uint8).copy()
+
+
+def probe(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, mode) from the header alone, after EXIF rotation. Raises on unreadable files."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)
+        if orientation in (5, 6, 7, 8):
+            w, h = h, w
+        return w, h, img.mode
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 HWC (or NHWC) to float32 CHW (NCHW) in [-1, 1]."""
+    x = image.astype(np.float32) * (1.0 / (255.0 * STD)) - MEAN / STD
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def to_uint8(x) -> np.ndarray:
+    """float CHW (or NCHW) in [-1, 1], a NumPy array or a torch tensor, to uint8 HWC (NHWC)."""
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().float().cpu().numpy()
+    y = (np.asarray(x, dtype=np.float32) * STD + MEAN) * 255.0
+    return np.ascontiguousarray(np.moveaxis(np.clip(y + 0.5, 0, 255).astype(np.uint8), -3, -1))

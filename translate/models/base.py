@@ -1,0 +1,111 @@
+"""The contract between a model family and the engine, and the pieces families share.
+
+A family owns its networks and says how to score a batch; the :class:`~translate.engine.Trainer`
+does everything else (optimisers, schedules, AMP, checkpoints, logging, monitoring)::
+
+    generators: nn.ModuleDict      # what export sees, by name ("G", or "G_AB" and "G_BA")
+    discriminators: nn.ModuleDict
+    discriminator_loss(batch) -> (loss, logs)   # fakes are made here, without gradients
+    generator_loss(batch) -> (loss, logs)       # called with the discriminators frozen
+    sample(batch) -> dict[str, Tensor]          # rows of the sample grid, in order
+
+In ``sample``'s result, keys starting ``real_`` are data and ``fake_`` are generated; the monitor
+compares their diversity to spot mode collapse.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine.losses import AdversarialLoss
+from ..engine.noise import InstanceNoise
+from ..engine.replay import ReplayBuffer
+from ..nn import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator, init_weights, unet_depth_for
+
+Batch = dict[str, Any]
+
+
+def build_generator(cfg: Any, size: int, in_channels: int, out_channels: int) -> nn.Module:
+    if cfg.generator.startswith("resnet_"):
+        n_blocks = int(cfg.generator.removeprefix("resnet_").removesuffix("blocks"))
+        net = ResnetGenerator(in_channels, out_channels, ngf=cfg.ngf, n_blocks=n_blocks, norm=cfg.norm,
+                              dropout=cfg.dropout, upsample=cfg.upsample)
+    else:
+        net = UnetGenerator(in_channels, out_channels, depth=unet_depth_for(size), ngf=cfg.ngf, norm=cfg.norm,
+                            dropout=cfg.dropout, upsample=cfg.upsample)
+    return init_weights(net, cfg.init, cfg.init_gain)
+
+
+def build_discriminator(cfg: Any, in_channels: int) -> nn.Module:
+    if cfg.discriminator == "pixel":
+        net = PixelDiscriminator(in_channels, ndf=cfg.ndf, norm=cfg.norm)
+    else:
+        net = NLayerDiscriminator(in_channels, ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+    return init_weights(net, cfg.init, cfg.init_gain)
+
+
+class GANModel(nn.Module):
+    """Base class holding what every family shares: the adversarial loss (with label tricks),
+    instance noise for the discriminator's inputs and replay buffers of past fakes."""
+
+    family: str = ""
+    generators: nn.ModuleDict
+    discriminators: nn.ModuleDict
+
+    def __init__(self, cfg: Any, train: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.adv = AdversarialLoss(cfg.gan_loss, label_smoothing=train.label_smoothing,
+                                   noisy_labels=train.noisy_labels, label_flip=train.label_flip)
+        self.instance_noise = InstanceNoise(train.instance_noise, 1)
+        self.pools: dict[str, ReplayBuffer] = {}
+
+    # --- hooks the trainer calls -------------------------------------------------------------
+    def set_schedule(self, step: int, total_steps: int, noise_steps: int | None) -> None:
+        """Called before each step: anneals instance noise linearly to 0."""
+        self.instance_noise.anneal_steps = max(1, noise_steps if noise_steps else total_steps // 2)
+        self.instance_noise.set_step(step)
+
+    def after_discriminator_step(self) -> None:
+        """WGAN weight clipping (a no-op for other losses)."""
+        for d in self.discriminators.values():
+            self.adv.clip_(d)
+
+    @property
+    def d_loss_keys(self) -> tuple[str, ...]:
+        """Discriminator losses whose collapse to 0 the health monitor watches."""
+        return () if self.adv.kind in ("wgan", "wgan-gp") else tuple(f"loss_{n}" for n in self.discriminators)
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Tensors to checkpoint beside the weights (the replay buffers)."""
+        return {f"pool.{name}.{k}": v for name, pool in self.pools.items() for k, v in pool.state_dict().items()}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, pool in self.pools.items():
+            prefix = f"pool.{name}."
+            pool.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                                 device=next(self.parameters()).device)
+
+    # --- shared helpers ----------------------------------------------------------------------
+    def d_score(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Half the discriminator loss on one real and one fake batch (as the reference), plus the
+        gradient penalty for WGAN-GP. Both inputs get instance noise."""
+        real_n, fake_n = self.instance_noise(real), self.instance_noise(fake.detach())
+        loss = 0.5 * self.adv.d_loss(d(real_n), d(fake_n))
+        penalty = self.adv.penalty(d, real_n, fake_n)
+        return loss if penalty is None else loss + penalty
+
+    def g_score(self, d: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        return self.adv.g_loss(d(self.instance_noise(fake)))
+
+    # --- the contract ------------------------------------------------------------------------
+    def discriminator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def sample(self, batch: Batch) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

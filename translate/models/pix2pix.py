@@ -1,0 +1,42 @@
+"""pix2pix (Isola et al. 2017): paired translation with a U-Net generator and a conditional
+PatchGAN that judges (input, output) pairs; the generator also minimises L1 to the target."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import Pix2PixConfig, TrainConfig
+from ..engine.replay import ReplayBuffer
+from .base import Batch, GANModel, build_discriminator, build_generator
+
+
+class Pix2Pix(GANModel):
+    family = "pix2pix"
+
+    def __init__(self, cfg: Pix2PixConfig, train: TrainConfig) -> None:
+        super().__init__(cfg, train)
+        self.src, self.tgt = ("A", "B") if cfg.direction == "AtoB" else ("B", "A")
+        self.generators = nn.ModuleDict({"G": build_generator(cfg, train.size, cfg.in_channels, cfg.out_channels)})
+        self.discriminators = nn.ModuleDict({"D": build_discriminator(cfg, cfg.in_channels + cfg.out_channels)})
+        self.pools = {"D": ReplayBuffer(cfg.pool_size, seed=train.seed)}
+
+    def discriminator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        src, tgt = batch[self.src], batch[self.tgt]
+        with torch.no_grad():
+            fake = self.generators["G"](src)
+        fake_pair = self.pools["D"](torch.cat([src, fake], dim=1))
+        loss = self.d_score(self.discriminators["D"], torch.cat([src, tgt], dim=1), fake_pair)
+        return loss, {"loss_D": loss.detach()}
+
+    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        src, tgt = batch[self.src], batch[self.tgt]
+        fake = self.generators["G"](src)
+        gan = self.g_score(self.discriminators["D"], torch.cat([src, fake], dim=1))
+        l1 = self.cfg.lambda_l1 * F.l1_loss(fake, tgt)
+        return gan + l1, {"loss_G_GAN": gan.detach(), "loss_G_L1": l1.detach()}
+
+    @torch.no_grad()
+    def sample(self, batch: Batch) -> dict[str, torch.Tensor]:
+        src, tgt = batch[self.src], batch[self.tgt]
+        return {f"real_{self.src}": src, f"fake_{self.tgt}": self.generators["G"](src), f"real_{self.tgt}": tgt}

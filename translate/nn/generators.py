@@ -1,0 +1,144 @@
+"""Generators for image-to-image translation: the ResNet (CycleGAN) and U-Net (pix2pix) designs.
+
+At default arguments both equal the reference implementation (Zhu et al. 2017, Isola et al. 2017)
+layer for layer, so parameter counts and receptive fields match published models.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import NoiseDropout, conv_bias_for, get_norm_layer, upsample_layer
+
+
+class ResnetBlock(nn.Module):
+    """conv3x3-norm-ReLU-[dropout]-conv3x3-norm with a residual connection and reflection padding."""
+
+    def __init__(self, channels: int, *, norm: str, dropout: float = 0.0) -> None:
+        super().__init__()
+        norm_layer = get_norm_layer(norm)
+        bias = conv_bias_for(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            norm_layer(channels),
+            nn.ReLU(True),
+        ]
+        if dropout > 0:
+            layers.append(NoiseDropout(dropout))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(channels)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-64, d128, d256, ``n_blocks`` x R256, u128, u64, c7s1-3 with a tanh output.
+
+    Args:
+        in_channels, out_channels: image channels.
+        ngf: filters in the first layer (64).
+        n_blocks: residual blocks (9 for 256 px, 6 for 128 px in the paper).
+        norm: ``instance`` (default), ``batch`` or ``none``.
+        dropout: NoiseDropout probability inside the residual blocks (0 = none, CycleGAN default).
+        upsample: ``transpose`` (reference) or ``resize`` (bilinear + conv).
+
+    Input sides must be divisible by 4.
+    """
+
+    size_multiple = 4
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, ngf: int = 64, n_blocks: int = 9,
+                 norm: str = "instance", dropout: float = 0.0, upsample: str = "transpose") -> None:
+        super().__init__()
+        norm_layer = get_norm_layer(norm)
+        bias = conv_bias_for(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, 7, bias=bias),
+            norm_layer(ngf),
+            nn.ReLU(True),
+        ]
+        ch = ngf
+        for _ in range(2):  # downsampling
+            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias), norm_layer(ch * 2), nn.ReLU(True)]
+            ch *= 2
+        layers += [ResnetBlock(ch, norm=norm, dropout=dropout) for _ in range(n_blocks)]
+        for _ in range(2):  # upsampling
+            layers += upsample_layer(ch, ch // 2, kind=upsample, kernel_size=3, bias=bias, reflect=True)
+            layers += [norm_layer(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def unet_depth_for(size: int) -> int:
+    """Down-samplings that take a ``size`` x ``size`` image to 1 x 1 (8 for 256 px, 7 for 128 px)."""
+    if size < 32 or size & (size - 1):
+        raise ValueError(f"the U-Net needs a power-of-two image size of at least 32, got {size}")
+    return int(math.log2(size))
+
+
+class UnetGenerator(nn.Module):
+    """The pix2pix U-Net: ``depth`` stride-2 4x4 convolutions down, transposed convolutions up,
+    skip connections joining mirrored layers (encoder C64-C128-C256-C512-C512..., decoder mirrored).
+
+    Args:
+        depth: number of down-samplings; ``unet_depth_for(size)`` gives the reference choice
+            (8 for 256 px, the ``unet_256`` network). Input sides must be divisible by 2**depth.
+        ngf: filters in the outermost layer (64).
+        norm: ``batch`` (pix2pix default), ``instance`` or ``none``.
+        dropout: NoiseDropout probability in the inner decoder blocks (the ``depth - 5`` blocks
+            with ``8 * ngf`` channels on both sides), the generator's noise; 0 disables.
+        upsample: ``transpose`` (reference) or ``resize``.
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, depth: int = 8, ngf: int = 64,
+                 norm: str = "batch", dropout: float = 0.5, upsample: str = "transpose") -> None:
+        super().__init__()
+        if depth < 5:
+            raise ValueError(f"U-Net depth must be at least 5, got {depth}")
+        self.size_multiple = 2 ** depth
+        norm_layer = get_norm_layer(norm)
+        bias = conv_bias_for(norm)
+        chans = [ngf * min(2 ** k, 8) for k in range(depth)]  # channels after each down-sampling
+
+        self.down = nn.ModuleList()
+        self.down.append(nn.Conv2d(in_channels, chans[0], 4, stride=2, padding=1, bias=bias))
+        for k in range(1, depth):
+            innermost = k == depth - 1
+            layers = [nn.LeakyReLU(0.2, True), nn.Conv2d(chans[k - 1], chans[k], 4, stride=2, padding=1, bias=bias)]
+            if not innermost:
+                layers.append(norm_layer(chans[k]))
+            self.down.append(nn.Sequential(*layers))
+
+        # up[k] undoes down[k]; its input is down[k]'s output (innermost) or the concatenation of
+        # down[k]'s output with up[k+1]'s output (the skip connection).
+        self.up = nn.ModuleList()
+        for k in range(depth):
+            in_ch = chans[k] if k == depth - 1 else 2 * chans[k]
+            if k == 0:
+                layers = [nn.ReLU(True), *upsample_layer(in_ch, out_channels, kind=upsample, kernel_size=4, bias=True),
+                          nn.Tanh()]
+            else:
+                layers = [nn.ReLU(True), *upsample_layer(in_ch, chans[k - 1], kind=upsample, kernel_size=4, bias=bias),
+                          norm_layer(chans[k - 1])]
+                if dropout > 0 and 4 <= k <= depth - 2:
+                    layers.append(NoiseDropout(dropout))
+            self.up.append(nn.Sequential(*layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        x = self.up[-1](skips[-1])
+        for k in range(len(self.up) - 2, -1, -1):
+            x = self.up[k](torch.cat([skips[k], x], dim=1))
+        return x

@@ -1,0 +1,144 @@
+"""``translate train``: config -> data -> model -> trainer, and the run directory around them."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import FAMILY_CONFIGS, RunConfig, TrainConfig, validate
+from .errors import CheckpointError, ConfigError
+from .fileio import atomic_write_text
+
+log = logging.getLogger("translate.train")
+
+SYNTHETIC_DEFAULTS = {"size": 64, "steps": 400, "sample_every": 50, "checkpoint_every": 200}
+
+
+def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = None,
+                 yaml_source: str = "config") -> RunConfig:
+    """Merge defaults < family defaults for the data < YAML < command line into a RunConfig."""
+    from .config import split_options
+    from .data import detect_layout
+
+    merged = dict(yaml_options or {})
+    merged.update({k: v for k, v in options.items() if v is not None})
+    data = merged.get("data")
+    layout = detect_layout(data)
+    model = merged.get("model") or ("cyclegan" if layout.kind == "unpaired" else "pix2pix")
+    if model not in FAMILY_CONFIGS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(FAMILY_CONFIGS)}")
+    merged["model"] = model
+    if layout.kind == "synthetic":  # sized to finish in a few minutes on two CPU cores
+        for k, v in SYNTHETIC_DEFAULTS.items():
+            if not (k == "steps" and merged.get("epochs") is not None):
+                merged.setdefault(k, v)
+    train_kw, model_kw = split_options(merged, model, yaml_source)
+    cfg = RunConfig(train=TrainConfig(**train_kw), model=FAMILY_CONFIGS[model](**model_kw))
+    validate(cfg)
+    return cfg
+
+
+def default_run_dir(cfg: RunConfig, root: str | Path = "checkpoints") -> Path:
+    name = Path(cfg.train.data).resolve().name if cfg.train.data else "synthetic"
+    base = Path(root) / f"{name}-{cfg.train.model}"
+    path, k = base, 2
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    """A new run directory with ``config.json``; refuses one that already holds a run."""
+    if (run_dir / "config.json").exists() or (run_dir.is_dir() and any(run_dir.glob("step-*"))):
+        raise CheckpointError(f"{run_dir} already holds a run; continue it with 'translate train --resume {run_dir}' "
+                              f"or choose another --run-dir")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is a file, not a folder; choose another --run-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    payload = cfg.to_dict()
+    payload["version"] = __version__
+    atomic_write_text(run_dir / "config.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.json); give the folder that "
+                              f"'translate train' created, e.g. checkpoints/<run>")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()), source=str(path))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is damaged ({exc.msg}); restore it from a backup") from None
+
+
+RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
+                      "checkpoint_every", "keep_last")
+
+
+def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False,
+          stop_at: int | None = None) -> dict[str, Any]:
+    """Run (or continue) a training run in ``run_dir``. Returns the trainer's summary."""
+    import torch
+
+    from .data import TranslationDataset, detect_layout, make_loader
+    from .engine.checkpoint import list_checkpoints
+    from .engine.device import resolve_device, seed_everything
+    from .engine.trainer import Trainer, total_steps_for
+    from .models import build_model
+    from .report import plot_loss_curves
+
+    t = cfg.train
+    device = resolve_device(t.device)
+    seed_everything(t.seed)
+    layout = detect_layout(t.data)
+    dataset = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
+                                 unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
+                                 max_bad_fraction=t.max_bad_fraction)
+    total = total_steps_for(t, len(dataset))
+    if resume and not list_checkpoints(run_dir):
+        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run instead")
+    if not resume:
+        prepare_run_dir(run_dir, cfg)
+    model = build_model(cfg)
+
+    def loader(start: int):
+        return make_loader(dataset, batch_size=t.batch_size, seed=t.seed, start=start, workers=t.workers,
+                           pin_memory=device.type == "cuda")
+
+    trainer = Trainer(model, dataset, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
+                      sample_batch=dataset.sample_batch(t.n_samples), quiet=quiet)
+    _setup_file_log(run_dir)
+    if resume:
+        path = trainer.resume()
+        log.info("resumed %s from %s (step %d of %d)", run_dir, path.name, trainer.step, total)
+    n_params = {name: sum(p.numel() for p in net.parameters()) for name, net in
+                {**model.generators, **model.discriminators}.items()}
+    log.info("%s on %s | %s | %d steps, batch %d, %dx%d | device %s%s | %s",
+             t.model, dataset.describe(), ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in n_params.items()),
+             total, t.batch_size, t.size, t.size, device, f" ({trainer.dtype})".replace("torch.", "")
+             if trainer.dtype else "", f"torch {torch.__version__}, {platform.python_version()}")
+    summary = trainer.fit(stop_at=stop_at)
+    plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
+    summary["run_dir"] = str(run_dir)
+    return summary
+
+
+def _setup_file_log(run_dir: Path) -> None:
+    """Also write the log to ``RUN/train.log``."""
+    root = logging.getLogger("translate")
+    target = str((run_dir / "train.log").resolve())
+    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
+        return
+    handler = logging.FileHandler(target)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+
+
+def config_fields() -> dict[str, list[str]]:
+    from .config import CycleGANConfig, Pix2PixConfig
+
+    return {c.__name__: [f.name for f in dataclasses.fields(c)] for c in (TrainConfig, CycleGANConfig, Pix2PixConfig)}
