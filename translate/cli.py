@@ -112,8 +112,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
               help="Where checkpoints, samples and logs go. [checkpoints/<data>-<model>]")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
               help="Continue the run in this directory from its latest checkpoint.")
+@click.option("-q", "--quiet", "quiet_flag", is_flag=True, help="Only warnings and errors; no progress bar.")
 @click.pass_context
-def train(ctx: click.Context, config_file: Path | None, run_dir: Path | None, resume: Path | None,
+def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
           set_values: tuple[str, ...], **options: Any) -> None:
     """Train a translator (CycleGAN or pix2pix) on folders of images or the embedded data.
 
@@ -128,7 +129,9 @@ def train(ctx: click.Context, config_file: Path | None, run_dir: Path | None, re
     from .errors import ConfigError
     from .train import RESUME_OVERRIDABLE, build_config, default_run_dir, load_run_config, train as run_train
 
-    quiet = ctx.obj["quiet"]
+    quiet = ctx.obj["quiet"] or quiet_flag
+    if quiet_flag:
+        _setup_logging(True, ctx.obj["debug"])
     options.update(_parse_set(set_values))
     if options.get("stop_on_failure") is None:
         options.pop("stop_on_failure")

@@ -105,6 +105,7 @@ class TrainConfig:
     noisy_labels: bool = False
     label_flip: float = 0.0
     stop_on_failure: bool = False
+    grad_limit: float = 100.0  # health monitor: gradient norm that, with a 10x jump, counts as exploding
     max_bad_fraction: float = 0.1  # more unreadable images than this fraction is an error
     synthetic_count: int = 200  # pairs in the embedded data set
 

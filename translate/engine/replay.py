@@ -47,9 +47,9 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {"rng": self.generator.get_state()}
         if self.images is not None:
-            state["images"] = self.images.detach().cpu()
+            state["images"] = self.images.detach().cpu().clone()
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> None:
         self.generator.set_state(state["rng"])
-        self.images = state["images"].to(device) if "images" in state else None
+        self.images = state["images"].to(device).clone() if "images" in state else None

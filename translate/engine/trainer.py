@@ -89,7 +89,7 @@ class Trainer:
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.ema = EMA(self.model.generators, t.ema) if t.ema > 0 else None
-        self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, patience=5)
+        self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, grad_limit=t.grad_limit)
         self.sample_batch = sample_batch
         self.step = 0
         self.data_position = 0  # samples drawn from the stream so far

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def write_image(path: Path, size=(40, 40), mode="RGB", seed=0, fmt=None) -> Path:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "I;16":
+        arr = rng.integers(0, 65535, (h, w), dtype=np.uint16)
+        Image.fromarray(arr).save(path)
+        return path
+    arr = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    if mode != "RGB":
+        img = img.convert(mode)
+    img.save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def unpaired_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "unpaired"
+    for i in range(5):
+        write_image(root / "trainA" / f"{i}.png", seed=i)
+    for i in range(3):
+        write_image(root / "trainB" / f"{i}.jpg", seed=10 + i)
+    return root
+
+
+@pytest.fixture
+def aligned_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "aligned"
+    for i in range(4):
+        write_image(root / "train" / f"{i}.jpg", size=(80, 40), seed=i)
+    return root
+
+
+@pytest.fixture
+def paired_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "paired"
+    for i in range(4):
+        write_image(root / "A" / f"{i}.png", seed=i)
+        write_image(root / "B" / f"{i}.jpg", seed=20 + i)
+    return root
+
+
+TINY = {"ngf": 8, "ndf": 8, "size": 32, "workers": 0, "log_every": 1, "sample_every": 2, "checkpoint_every": 2,
+        "n_samples": 2, "synthetic_count": 8}
+
+
+@pytest.fixture
+def tiny() -> dict:
+    """Options for a network small enough to train a few steps in about a second."""
+    return dict(TINY)

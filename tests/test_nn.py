@@ -1,0 +1,98 @@
+import pytest
+import torch
+from torch import nn
+
+from translate.nn import (NLayerDiscriminator, NoiseDropout, PixelDiscriminator, ResnetGenerator, UnetGenerator,
+                          count_parameters, init_weights, set_noise_mode, unet_depth_for)
+
+
+def test_reference_parameter_counts():
+    assert count_parameters(ResnetGenerator(3, 3, n_blocks=9)) == 11_378_179
+    assert count_parameters(NLayerDiscriminator(3, n_layers=3)) == 2_764_737
+
+
+def test_resnet6_is_smaller_and_batchnorm_drops_conv_bias():
+    assert count_parameters(ResnetGenerator(n_blocks=6)) < count_parameters(ResnetGenerator(n_blocks=9))
+    bn = ResnetGenerator(norm="batch", n_blocks=1, ngf=8)
+    convs = [m for m in bn.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].bias is None and convs[-1].bias is not None  # final conv has no norm after it
+
+
+@pytest.mark.parametrize("size", [32, 48, 64])
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_resnet_shapes(size, upsample):
+    g = ResnetGenerator(3, 3, ngf=8, n_blocks=2, upsample=upsample)
+    y = g(torch.randn(2, 3, size, size))
+    assert y.shape == (2, 3, size, size) and y.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])
+def test_unet_shapes_and_depth(size, upsample):
+    depth = unet_depth_for(size)
+    g = UnetGenerator(3, 2, depth=depth, ngf=4, upsample=upsample)
+    assert g(torch.randn(2, 3, size, size)).shape == (2, 2, size, size)
+    n_noise = sum(isinstance(m, NoiseDropout) for m in g.modules())
+    assert n_noise == max(0, depth - 5)  # only the inner 8*ngf decoder blocks carry noise
+
+
+def test_unet_256_has_three_noise_layers():
+    assert unet_depth_for(256) == 8
+    g = UnetGenerator(depth=8, ngf=4)
+    assert sum(isinstance(m, NoiseDropout) for m in g.modules()) == 3
+    with pytest.raises(ValueError):
+        unet_depth_for(100)
+
+
+@pytest.mark.parametrize("n_layers,out", [(1, 30), (3, 6)])
+def test_patchgan_output_map(n_layers, out):
+    d = NLayerDiscriminator(6, ndf=8, n_layers=n_layers)
+    assert d(torch.randn(2, 6, 64, 64)).shape == (2, 1, out, out)
+
+
+def test_pixel_discriminator_is_per_pixel():
+    d = PixelDiscriminator(3, ndf=8, norm="none")
+    x = torch.randn(1, 3, 16, 16)
+    y = d(x)
+    assert y.shape == (1, 1, 16, 16)
+    x2 = x.clone()
+    x2[..., 0, 0] += 5
+    changed = (d(x2) != y)[0, 0]
+    assert changed[0, 0] and changed.sum() == 1
+
+
+def test_noise_dropout_stays_active_in_eval():
+    layer = NoiseDropout(0.5).eval()
+    x = torch.ones(1, 64, 8, 8)
+    a, b = layer(x), layer(x)
+    assert not torch.equal(a, b)
+    assert set(a.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_noise_dropout_fixed_and_off_modes():
+    g = UnetGenerator(depth=6, ngf=4).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert not torch.equal(g(x), g(x))  # sampling: outputs vary
+    set_noise_mode(g, "fixed")
+    assert torch.equal(g(x), g(x))
+    set_noise_mode(g, "off")
+    y = g(x)
+    assert torch.equal(y, g(x))
+    set_noise_mode(g, "fixed")
+    assert not torch.equal(y, g(x))
+    with pytest.raises(ValueError):
+        NoiseDropout(0.5, mode="sometimes")
+
+
+@pytest.mark.parametrize("kind", ["normal", "xavier", "kaiming", "orthogonal"])
+def test_init_kinds(kind):
+    torch.manual_seed(0)
+    net = init_weights(NLayerDiscriminator(3, ndf=8, norm="batch"), kind, 0.02)
+    conv = net.model[0]
+    assert torch.all(conv.bias == 0)
+    if kind == "normal":
+        assert conv.weight.std().item() == pytest.approx(0.02, rel=0.2)
+    bn = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)][0]
+    assert bn.weight.mean().item() == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError):
+        init_weights(net, "uniformish")
