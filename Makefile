@@ -18,7 +18,7 @@ setup: $(BIN)/translate
 
 ## Train pix2pix on the embedded synthetic data (a few minutes on 2 CPU cores).
 demo: setup
-	$(BIN)/translate train --run-dir checkpoints/demo-$$(date +%Y%m%d-%H%M%S)
+	$(BIN)/translate train
 
 ## The test suite (what CI runs).
 test: setup

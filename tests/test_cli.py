@@ -113,3 +113,28 @@ def test_run_dir_holding_a_run_and_resume(tmp_path):
     assert (run / "latest").read_text().strip() == "step-00000003"
     assert_one_line_error(*invoke("train", "--resume", run, "--size", "64"), "size", "new run")
     assert_one_line_error(*invoke("train", "--resume", tmp_path / "nothing"), "no config.json")
+
+
+def test_interrupted_run_checkpoints_and_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "translate", "-q", "train", *TINY_ARGS, "--steps", "400", "--run-dir", str(run),
+           "--set", "checkpoint_every=1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"translate train --resume {run}" in err
+    step = int((run / "latest").read_text().strip().split("-")[1])
+    assert 0 < step < 400
+    code, text = invoke("train", "--resume", run, "--steps", str(step + 2))
+    assert code == 0, text
+    assert (run / "latest").read_text().strip() == f"step-{step + 2:08d}"
+    assert os.path.exists(run / "loss_curves.png")

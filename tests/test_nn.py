@@ -96,3 +96,37 @@ def test_init_kinds(kind):
     assert bn.weight.mean().item() == pytest.approx(1.0, abs=0.05)
     with pytest.raises(ValueError):
         init_weights(net, "uniformish")
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 10, 14), (1, 5, 9, 7), (1, 16, 34, 34)])
+def test_winograd_matches_direct_convolution(shape):
+    from torch.nn import functional as F
+
+    from translate.nn import winograd_conv3x3
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    w = (torch.randn(6, shape[1], 3, 3) * 0.1).requires_grad_()
+    b = torch.randn(6, requires_grad=True)
+    y_ref, y = F.conv2d(x, w, b), winograd_conv3x3(x, w, b)
+    assert y.shape == y_ref.shape
+    gy = torch.randn_like(y)
+    pairs = [(y, y_ref), *zip(torch.autograd.grad(y, [x, w, b], gy), torch.autograd.grad(y_ref, [x, w, b], gy))]
+    for got, ref in pairs:  # float rounding only: differences far below the values' scale
+        assert (got - ref).abs().max() <= 2e-5 * ref.abs().max()
+
+
+def test_winograd_layer_is_a_plain_conv_outside_cpu_fp32():
+    from translate.nn import WinogradConv2d, set_winograd
+
+    conv = WinogradConv2d(4, 4)
+    assert set(conv.state_dict()) == set(nn.Conv2d(4, 4, 3).state_dict())
+    x = torch.randn(1, 4, 10, 10)
+    assert conv._use_winograd(x)
+    traced = torch.jit.trace(conv, x)  # export paths see an ordinary convolution
+    assert "conv" in str(traced.graph).lower() and "bmm" not in str(traced.graph)
+    set_winograd(conv, False)
+    assert not conv._use_winograd(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        set_winograd(conv, True)
+        assert not conv._use_winograd(x)

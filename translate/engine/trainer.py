@@ -1,7 +1,8 @@
 """The alternating GAN trainer, generic over model families (see ``models/base.py``).
 
 One step = ``n_critic`` discriminator updates, each on a fresh batch, then one generator update on
-the last batch with the discriminators frozen. Around that the trainer owns the optimisers (Adam,
+the last batch with the discriminators frozen. The first discriminator update judges the fakes of
+the previous generator step (see ``models/base.py``), so generators run once per step. Around that the trainer owns the optimisers (Adam,
 or SGD for the discriminator), the constant-then-linear-decay learning rate, autocast and gradient
 scaling, per-network gradient norms, an optional EMA of the generators, the health monitor,
 ``metrics.jsonl``, sample grids and checkpoints. A resumed run reproduces the uninterrupted one.
@@ -24,6 +25,7 @@ from torch import nn
 from ..errors import CheckpointError, TrainingFailure
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from .device import amp_dtype, rng_state, set_rng_state
+from .memory import tune_malloc
 from .monitor import HealthMonitor, HealthWarning
 
 log = logging.getLogger("translate.train")
@@ -74,6 +76,8 @@ class Trainer:
         self.loader_factory = loader_factory
         self.quiet = quiet
         self.model = model.to(device)
+        if device.type == "cpu":
+            tune_malloc()
         self.dtype = amp_dtype(t.amp, device)
         fused = device.type == "cuda"
         self.opt_G = torch.optim.Adam(self.model.generators.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
@@ -93,6 +97,7 @@ class Trainer:
         self.sample_batch = sample_batch
         self.step = 0
         self.data_position = 0  # samples drawn from the stream so far
+        self.fakes: dict[str, torch.Tensor] | None = None  # the last generator step's, for the next D step
 
     # --- state ---------------------------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
@@ -100,6 +105,8 @@ class Trainer:
         if self.ema is not None:
             w.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         w.update(self.model.extra_state())
+        if self.fakes is not None:
+            w.update({f"fakes.{k}": v for k, v in self.fakes.items()})
         return w
 
     def state(self) -> dict[str, Any]:
@@ -134,6 +141,7 @@ class Trainer:
             if ema_w:
                 self.ema.model.load_state_dict(ema_w)
         self.model.load_extra_state({k: v for k, v in weights.items() if k.startswith("pool.")})
+        self.fakes = {k[6:]: v for k, v in weights.items() if k.startswith("fakes.")} or None
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
@@ -164,33 +172,40 @@ class Trainer:
         nb = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def _update(self, loss: torch.Tensor, opt: torch.optim.Optimizer, nets: nn.ModuleDict,
-                logs: dict[str, torch.Tensor]) -> None:
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate one (part of a) loss; gradients accumulate until the optimiser steps."""
+        with torch.autocast(self.device.type, enabled=False):
+            self.scaler.scale(loss).backward()
+
+    def _phase(self, opt: torch.optim.Optimizer, nets: nn.ModuleDict, logs: dict[str, torch.Tensor],
+               run: Callable[[Callable[[torch.Tensor], None]], Any]) -> Any:
+        """Zero the gradients, let the model accumulate them, record their norms, step."""
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        with self._autocast():
+            result = run(self._backward)
         self.scaler.unscale_(opt)
         for name, net in nets.items():
             logs[f"grad_norm/{name}"] = grad_norm(net)
         self.scaler.step(opt)
         self.scaler.update()
+        return result
 
     def train_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
         model = self.model
         model.set_schedule(self.step, self.total_steps, self.t.instance_noise_steps)
         logs: dict[str, torch.Tensor] = {}
-        for _ in range(self.t.n_critic):
+        for i in range(self.t.n_critic):
             batch = self._to_device(next(batches))
             self.data_position += self.t.batch_size
-            with self._autocast():
-                loss_D, d_logs = model.discriminator_loss(batch)
-            self._update(loss_D, self.opt_D, model.discriminators, logs)
+            fakes = self.fakes if i == 0 else None
+            d_logs = self._phase(self.opt_D, model.discriminators, logs,
+                                 lambda backward: model.discriminator_loss(batch, fakes, backward))
             model.after_discriminator_step()
         logs.update(d_logs)
         model.discriminators.requires_grad_(False)
         try:
-            with self._autocast():
-                loss_G, g_logs = model.generator_loss(batch)
-            self._update(loss_G, self.opt_G, model.generators, logs)
+            g_logs, self.fakes = self._phase(self.opt_G, model.generators, logs,
+                                             lambda backward: model.generator_loss(batch, backward))
         finally:
             model.discriminators.requires_grad_(True)
         logs.update(g_logs)

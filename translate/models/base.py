@@ -5,16 +5,28 @@ does everything else (optimisers, schedules, AMP, checkpoints, logging, monitori
 
     generators: nn.ModuleDict      # what export sees, by name ("G", or "G_AB" and "G_BA")
     discriminators: nn.ModuleDict
-    discriminator_loss(batch) -> (loss, logs)   # fakes are made here, without gradients
-    generator_loss(batch) -> (loss, logs)       # called with the discriminators frozen
-    sample(batch) -> dict[str, Tensor]          # rows of the sample grid, in order
+    discriminator_loss(batch, fakes, backward) -> logs
+    generator_loss(batch, backward) -> (logs, fakes)   # called with the discriminators frozen
+    sample(batch) -> dict[str, Tensor]                 # rows of the sample grid, in order
+
+``backward(loss)`` back-propagates a loss and accumulates its gradients (AMP scaling included). A
+family calls it once with its total loss, or once per independent part of the loss as soon as that
+part is computed: the gradients are the same (the gradient of a sum is the sum of the gradients),
+but each part's graph is freed before the next is built, which bounds memory. CycleGAN's generator
+step so holds two generator graphs at a time instead of six.
+
+``fakes`` are the detached outputs of a generator step. The trainer hands them to the next
+discriminator step, which so judges the fakes of the generator as it was before its last update,
+exactly as the reference does (it updates D right after G on the fakes G made), without running
+the generators a second time. With ``fakes=None`` (the first step, and the extra critic steps of
+``n_critic > 1``) the discriminator step makes its own, without gradients.
 
 In ``sample``'s result, keys starting ``real_`` are data and ``fake_`` are generated; the monitor
 compares their diversity to spot mode collapse.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -25,6 +37,9 @@ from ..engine.replay import ReplayBuffer
 from ..nn import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator, init_weights, unet_depth_for
 
 Batch = dict[str, Any]
+Fakes = dict[str, torch.Tensor]  # detached generator outputs, reused by the next discriminator step
+Logs = dict[str, torch.Tensor]  # scalar tensors; the trainer turns them into numbers when it logs
+Backward = Callable[[torch.Tensor], None]
 
 
 def build_generator(cfg: Any, size: int, in_channels: int, out_channels: int) -> nn.Module:
@@ -101,10 +116,10 @@ class GANModel(nn.Module):
         return self.adv.g_loss(d(self.instance_noise(fake)))
 
     # --- the contract ------------------------------------------------------------------------
-    def discriminator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_loss(self, batch: Batch, fakes: Fakes | None, backward: Backward) -> Logs:
         raise NotImplementedError
 
-    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def generator_loss(self, batch: Batch, backward: Backward) -> tuple[Logs, Fakes]:
         raise NotImplementedError
 
     def sample(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from ..config import CycleGANConfig, TrainConfig
 from ..engine.replay import ReplayBuffer
-from .base import Batch, GANModel, build_discriminator, build_generator
+from .base import Backward, Batch, Fakes, GANModel, Logs, build_discriminator, build_generator
 
 
 class CycleGAN(GANModel):
@@ -31,47 +31,43 @@ class CycleGAN(GANModel):
         })
         self.pools = {"A": ReplayBuffer(cfg.pool_size, seed=train.seed),
                       "B": ReplayBuffer(cfg.pool_size, seed=train.seed + 1)}
-        # Instance norm treats each image alone, so the two calls per generator can share a batch.
-        self._batch_calls = cfg.norm != "batch" and c_in == c_out
 
-    def _translate_and_identity(self, real_A: torch.Tensor, real_B: torch.Tensor, identity: bool):
-        G_AB, G_BA = self.generators["G_AB"], self.generators["G_BA"]
-        if identity and self._batch_calls:
-            n = real_A.shape[0]
-            fake_B, idt_B = G_AB(torch.cat([real_A, real_B])).split([n, real_B.shape[0]])
-            fake_A, idt_A = G_BA(torch.cat([real_B, real_A])).split([real_B.shape[0], n])
-            return fake_A, fake_B, idt_A, idt_B
-        fake_B, fake_A = G_AB(real_A), G_BA(real_B)
-        if not identity:
-            return fake_A, fake_B, None, None
-        return fake_A, fake_B, G_BA(real_A), G_AB(real_B)
-
-    def discriminator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_loss(self, batch: Batch, fakes: Fakes | None, backward: Backward) -> Logs:
         real_A, real_B = batch["A"], batch["B"]
-        with torch.no_grad():
-            fake_B = self.generators["G_AB"](real_A)
-            fake_A = self.generators["G_BA"](real_B)
-        loss_A = self.d_score(self.discriminators["D_A"], real_A, self.pools["A"](fake_A))
-        loss_B = self.d_score(self.discriminators["D_B"], real_B, self.pools["B"](fake_B))
-        return loss_A + loss_B, {"loss_D_A": loss_A.detach(), "loss_D_B": loss_B.detach()}
+        if fakes is None:
+            with torch.no_grad():
+                fakes = {"fake_A": self.generators["G_BA"](real_B), "fake_B": self.generators["G_AB"](real_A)}
+        loss_A = self.d_score(self.discriminators["D_A"], real_A, self.pools["A"](fakes["fake_A"]))
+        backward(loss_A)
+        loss_B = self.d_score(self.discriminators["D_B"], real_B, self.pools["B"](fakes["fake_B"]))
+        backward(loss_B)
+        return {"loss_D_A": loss_A.detach(), "loss_D_B": loss_B.detach()}
 
-    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def generator_loss(self, batch: Batch, backward: Backward) -> tuple[Logs, Fakes]:
         cfg = self.cfg
+        G_AB, G_BA = self.generators["G_AB"], self.generators["G_BA"]
         real_A, real_B = batch["A"], batch["B"]
-        use_idt = cfg.lambda_identity > 0
-        fake_A, fake_B, idt_A, idt_B = self._translate_and_identity(real_A, real_B, use_idt)
-        rec_A = self.generators["G_BA"](fake_B)
-        rec_B = self.generators["G_AB"](fake_A)
+        # Each chain is back-propagated as soon as it is built (see base.py): two generator graphs
+        # alive at a time instead of six. One call per generator and input: batching A and B into
+        # one call is slower on a CPU.
+        fake_B = G_AB(real_A)
         gan_AB = self.g_score(self.discriminators["D_B"], fake_B)
+        cycle_A = cfg.lambda_cycle * F.l1_loss(G_BA(fake_B), real_A)
+        backward(gan_AB + cycle_A)
+        fake_A = G_BA(real_B)
         gan_BA = self.g_score(self.discriminators["D_A"], fake_A)
-        cycle = cfg.lambda_cycle * (F.l1_loss(rec_A, real_A) + F.l1_loss(rec_B, real_B))
-        loss = gan_AB + gan_BA + cycle
-        logs = {"loss_G_AB": gan_AB.detach(), "loss_G_BA": gan_BA.detach(), "loss_cycle": cycle.detach()}
-        if use_idt:
-            idt = cfg.lambda_cycle * cfg.lambda_identity * (F.l1_loss(idt_B, real_B) + F.l1_loss(idt_A, real_A))
-            loss = loss + idt
-            logs["loss_idt"] = idt.detach()
-        return loss, logs
+        cycle_B = cfg.lambda_cycle * F.l1_loss(G_AB(fake_A), real_B)
+        backward(gan_BA + cycle_B)
+        logs = {"loss_G_AB": gan_AB.detach(), "loss_G_BA": gan_BA.detach(),
+                "loss_cycle": (cycle_A + cycle_B).detach()}
+        if cfg.lambda_identity > 0:  # G_AB should leave a B image as it is, and G_BA an A image
+            weight = cfg.lambda_cycle * cfg.lambda_identity
+            idt_B = weight * F.l1_loss(G_AB(real_B), real_B)
+            backward(idt_B)
+            idt_A = weight * F.l1_loss(G_BA(real_A), real_A)
+            backward(idt_A)
+            logs["loss_idt"] = (idt_A + idt_B).detach()
+        return logs, {"fake_A": fake_A.detach(), "fake_B": fake_B.detach()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> dict[str, torch.Tensor]:

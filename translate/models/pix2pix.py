@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from ..config import Pix2PixConfig, TrainConfig
 from ..engine.replay import ReplayBuffer
-from .base import Batch, GANModel, build_discriminator, build_generator
+from .base import Backward, Batch, Fakes, GANModel, Logs, build_discriminator, build_generator
 
 
 class Pix2Pix(GANModel):
@@ -21,20 +21,24 @@ class Pix2Pix(GANModel):
         self.discriminators = nn.ModuleDict({"D": build_discriminator(cfg, cfg.in_channels + cfg.out_channels)})
         self.pools = {"D": ReplayBuffer(cfg.pool_size, seed=train.seed)}
 
-    def discriminator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_loss(self, batch: Batch, fakes: Fakes | None, backward: Backward) -> Logs:
         src, tgt = batch[self.src], batch[self.tgt]
-        with torch.no_grad():
-            fake = self.generators["G"](src)
-        fake_pair = self.pools["D"](torch.cat([src, fake], dim=1))
+        if fakes is None:
+            with torch.no_grad():
+                fakes = {"src": src, "fake": self.generators["G"](src)}
+        # the discriminator judges (input, output) pairs: a real pair, and a fake one
+        fake_pair = self.pools["D"](torch.cat([fakes["src"], fakes["fake"]], dim=1))
         loss = self.d_score(self.discriminators["D"], torch.cat([src, tgt], dim=1), fake_pair)
-        return loss, {"loss_D": loss.detach()}
+        backward(loss)
+        return {"loss_D": loss.detach()}
 
-    def generator_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def generator_loss(self, batch: Batch, backward: Backward) -> tuple[Logs, Fakes]:
         src, tgt = batch[self.src], batch[self.tgt]
         fake = self.generators["G"](src)
         gan = self.g_score(self.discriminators["D"], torch.cat([src, fake], dim=1))
         l1 = self.cfg.lambda_l1 * F.l1_loss(fake, tgt)
-        return gan + l1, {"loss_G_GAN": gan.detach(), "loss_G_L1": l1.detach()}
+        backward(gan + l1)
+        return {"loss_G_GAN": gan.detach(), "loss_G_L1": l1.detach()}, {"src": src.detach(), "fake": fake.detach()}
 
     @torch.no_grad()
     def sample(self, batch: Batch) -> dict[str, torch.Tensor]:

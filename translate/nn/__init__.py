@@ -1,6 +1,7 @@
 """Networks: layers, generators and discriminators. Imports nothing else of ``translate``."""
 from .discriminators import NLayerDiscriminator, PixelDiscriminator
 from .generators import ResnetGenerator, UnetGenerator, unet_depth_for
+from .winograd import WinogradConv2d, set_winograd, winograd_conv3x3
 from .layers import NoiseDropout, count_parameters, get_norm_layer, init_weights, set_noise_mode
 
 __all__ = [
@@ -14,4 +15,7 @@ __all__ = [
     "get_norm_layer",
     "init_weights",
     "set_noise_mode",
+    "WinogradConv2d",
+    "set_winograd",
+    "winograd_conv3x3",
 ]

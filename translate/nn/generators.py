@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .layers import NoiseDropout, conv_bias_for, get_norm_layer, upsample_layer
+from .winograd import WinogradConv2d
 
 
 class ResnetBlock(nn.Module):
@@ -22,13 +23,13 @@ class ResnetBlock(nn.Module):
         bias = conv_bias_for(norm)
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=bias),
+            WinogradConv2d(channels, channels, bias=bias),
             norm_layer(channels),
             nn.ReLU(True),
         ]
         if dropout > 0:
             layers.append(NoiseDropout(dropout))
-        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(channels)]
+        layers += [nn.ReflectionPad2d(1), WinogradConv2d(channels, channels, bias=bias), norm_layer(channels)]
         self.block = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

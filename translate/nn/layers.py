@@ -129,12 +129,11 @@ def upsample_layer(in_ch: int, out_ch: int, *, kind: str, kernel_size: int, bias
             return [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1, bias=bias)]
         return [nn.ConvTranspose2d(in_ch, out_ch, kernel_size, stride=2, padding=1, bias=bias)]
     if kind == "resize":
-        pad: list[nn.Module] = [nn.ReflectionPad2d(1)] if reflect else []
-        return [
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            *pad,
-            nn.Conv2d(in_ch, out_ch, 3, padding=0 if reflect else 1, bias=bias),
-        ]
+        from .winograd import WinogradConv2d
+
+        conv = ([nn.ReflectionPad2d(1), WinogradConv2d(in_ch, out_ch, bias=bias)] if reflect
+                else [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias)])
+        return [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), *conv]
     raise ValueError(f"unknown upsampling {kind!r}; choose one of {', '.join(UPSAMPLES)}")
 
 
