@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -78,7 +79,7 @@ def run_case(name: str, size: int, batch: int, iters: int, device: str, amp: str
             yield {"A": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
                    "B": torch.rand(batch, 3, size, size, generator=g) * 2 - 1}
 
-    trainer = Trainer(model, None, cfg, run_dir="/nonexistent", device=dev, total_steps=10_000,
+    trainer = Trainer(model, cfg, run_dir="/nonexistent", device=dev, total_steps=10_000,
                       loader_factory=lambda start: batches(), quiet=True)
     stream = batches()
 
@@ -220,8 +221,7 @@ def main() -> None:
             summary.setdefault("speedup", []).append(ref["sec_per_iter"] / ours["sec_per_iter"])
             summary.setdefault("memory", []).append(ours["peak_mem_gb"] / ref["peak_mem_gb"])
     if summary:
-        speed = sorted(summary["speedup"])[len(summary["speedup"]) // 2]
-        mem = sorted(summary["memory"])[len(summary["memory"]) // 2]
+        speed, mem = statistics.median(summary["speedup"]), statistics.median(summary["memory"])
         print(f"CycleGAN vs the reference's iteration, same networks, same run: {speed:.2f}x the speed, "
               f"{mem:.2f}x the peak memory (median of {len(summary['speedup'])} round(s))")
         summary = {"speedup_vs_reference": speed, "memory_vs_reference": mem, "rounds": summary}

@@ -151,9 +151,8 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
             raise ConfigError(f"--resume keeps the run's own config; these options differ from "
                               f"{resume / 'config.json'} and cannot change now: {', '.join(ignored)} "
                               f"(start a new run for them)")
-        if options.get("steps") is not None or options.get("epochs") is not None:
-            if options.get("epochs") is not None and options.get("steps") is None:
-                cfg.train.steps = None
+        if options.get("epochs") is not None and options.get("steps") is None:
+            cfg.train.steps = None  # --epochs replaces the saved --steps
         target = resume
     else:
         yaml_opts = load_yaml(config_file) if config_file else None

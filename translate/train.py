@@ -1,7 +1,6 @@
 """``translate train``: config -> data -> model -> trainer, and the run directory around them."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform
@@ -109,7 +108,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
         return make_loader(dataset, batch_size=t.batch_size, seed=t.seed, start=start, workers=t.workers,
                            pin_memory=device.type == "cuda")
 
-    trainer = Trainer(model, dataset, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
+    trainer = Trainer(model, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
                       sample_batch=dataset.sample_batch(t.n_samples), quiet=quiet)
     _setup_file_log(run_dir)
     if resume:
@@ -128,17 +127,13 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
 
 
 def _setup_file_log(run_dir: Path) -> None:
-    """Also write the log to ``RUN/train.log``."""
+    """Also write the log to ``RUN/train.log`` (replacing the previous run's file, in this process)."""
     root = logging.getLogger("translate")
-    target = str((run_dir / "train.log").resolve())
-    if any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
-        return
-    handler = logging.FileHandler(target)
+    for h in [h for h in root.handlers if getattr(h, "_translate_run_log", False)]:
+        root.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler._translate_run_log = True
     root.addHandler(handler)
 
-
-def config_fields() -> dict[str, list[str]]:
-    from .config import CycleGANConfig, Pix2PixConfig
-
-    return {c.__name__: [f.name for f in dataclasses.fields(c)] for c in (TrainConfig, CycleGANConfig, Pix2PixConfig)}

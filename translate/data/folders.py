@@ -176,12 +176,12 @@ class TranslationDataset(Dataset):
         self.unpaired = unpaired
         self.seed = seed
         self.decoder = _Decoder()
-        self.min_side = size if load_size == 0 else 0
+        self.min_side = size if load_size == 0 else 0  # upscale here only when nothing resizes
         self.synthetic_count = synthetic_count
         self.render_size = default_load_size(size) if load_size is None else (load_size or size)
         self.transform = train_transform(size, load_size, flip, paired=True)
         self.transform_single = train_transform(size, load_size, flip, paired=False)
-        scan = dict(min_side=self.min_side, max_bad_fraction=max_bad_fraction)
+        scan = dict(min_side=size, max_bad_fraction=max_bad_fraction)  # note images smaller than the crop
         self.files_A: list[Path] = []
         self.files_B: list[Path] = []
         if layout.kind == "unpaired":

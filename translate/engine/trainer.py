@@ -65,7 +65,7 @@ class EMA:
 
 
 class Trainer:
-    def __init__(self, model: Any, dataset: Any, cfg: Any, run_dir: str | Path, *, device: torch.device,
+    def __init__(self, model: Any, cfg: Any, run_dir: str | Path, *, device: torch.device,
                  total_steps: int, loader_factory: Callable[[int], Iterator], sample_batch: dict | None = None,
                  quiet: bool = False) -> None:
         t = cfg.train
