@@ -126,3 +126,17 @@ def test_stop_on_failure_ends_the_run(tmp_path, tiny, monkeypatch):
     with pytest.raises(TrainingFailure, match="stop-on-failure"):
         train(cfg, run_dir, quiet=True)
     assert (run_dir / "latest").read_text().strip() == "step-00000001"  # the state at the failure is kept
+
+
+def test_defaults_follow_the_reference_recipes(unpaired_dir, aligned_dir):
+    cyc = build_config({"data": str(unpaired_dir)})
+    assert (cyc.train.model, cyc.train.size, cyc.train.lr, cyc.train.beta1, cyc.train.batch_size) == \
+        ("cyclegan", 256, 2e-4, 0.5, 1)
+    m = cyc.model
+    assert (m.generator, m.norm, m.gan_loss, m.lambda_cycle, m.lambda_identity, m.pool_size) == \
+        ("resnet_9blocks", "instance", "lsgan", 10.0, 0.5, 50)
+    p = build_config({"data": str(aligned_dir)}).model
+    assert (p.generator, p.norm, p.gan_loss, p.lambda_l1, p.pool_size, p.dropout) == \
+        ("unet", "batch", "nonsaturating", 100.0, 0, 0.5)
+    demo = build_config({})
+    assert (demo.train.model, demo.train.size, demo.train.steps) == ("pix2pix", 64, 400)

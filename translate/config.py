@@ -20,51 +20,48 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 @dataclass
-class CycleGANConfig:
-    """CycleGAN: G_AB, G_BA (ResNet), D_A, D_B (70x70 PatchGAN), LSGAN, cycle and identity losses."""
+class NetworkConfig:
+    """Fields every translation family shares; each family sets its own defaults below."""
 
     generator: str = "resnet_9blocks"  # resnet_9blocks | resnet_6blocks | unet
-    discriminator: str = "patch"  # patch (n_layers deep) | pixel (1x1)
+    discriminator: str = "patch"  # patch (n_layers deep; 3 = 70x70) | pixel (1x1)
     ngf: int = 64
     ndf: int = 64
     n_layers: int = 3
-    norm: str = "instance"
-    init: str = "normal"
+    norm: str = "instance"  # instance | batch | none
+    init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
     upsample: str = "transpose"  # transpose | resize (bilinear + conv, no checkerboard)
-    dropout: float = 0.0  # NoiseDropout in the generator's residual blocks
+    dropout: float = 0.0  # NoiseDropout probability in the generator
     gan_loss: str = "lsgan"
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5  # scales lambda_cycle, as in the reference
-    pool_size: int = 50  # replay buffer per discriminator; 0 disables
+    pool_size: int = 50  # replay buffer of past fakes per discriminator; 0 disables
     in_channels: int = 3
     out_channels: int = 3
 
 
 @dataclass
-class Pix2PixConfig:
+class CycleGANConfig(NetworkConfig):
+    """CycleGAN: G_AB, G_BA (ResNet), D_A, D_B (70x70 PatchGAN), LSGAN, cycle and identity losses."""
+
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5  # scales lambda_cycle, as in the reference
+
+
+@dataclass
+class Pix2PixConfig(NetworkConfig):
     """pix2pix: U-Net generator, conditional PatchGAN on (input, output), GAN + lambda_L1 * L1.
 
     ``gan_loss`` defaults to the minimax game's BCE with the non-saturating generator loss, which is
     what the paper and reference train with; ``minimax`` gives the saturating generator loss.
     """
 
-    generator: str = "unet"  # unet | resnet_9blocks | resnet_6blocks
-    discriminator: str = "patch"
-    ngf: int = 64
-    ndf: int = 64
-    n_layers: int = 3
+    generator: str = "unet"
     norm: str = "batch"
-    init: str = "normal"
-    init_gain: float = 0.02
-    upsample: str = "transpose"
-    dropout: float = 0.5  # NoiseDropout in the U-Net's inner decoder blocks: the generator's noise
+    dropout: float = 0.5  # in the U-Net's inner decoder blocks: the generator's noise
     gan_loss: str = "nonsaturating"
-    lambda_l1: float = 100.0
     pool_size: int = 0
+    lambda_l1: float = 100.0
     direction: str = "AtoB"  # AtoB | BtoA
-    in_channels: int = 3
-    out_channels: int = 3
 
 
 FAMILY_CONFIGS: dict[str, type] = {"cyclegan": CycleGANConfig, "pix2pix": Pix2PixConfig}
