@@ -35,6 +35,16 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     root.propagate = False
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message alone: an error raised in a data-loader worker arrives wrapped in the worker's
+    traceback ("Caught DataError in DataLoader worker process 0. Original Traceback ...")."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.replace("\n", " ")
+
+
 class TranslateGroup(click.Group):
     """Turns TranslateError (and any other failure) into one line on stderr and an exit code."""
 
@@ -44,8 +54,15 @@ class TranslateGroup(click.Group):
         except TranslateError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:  # a path the user gave: unreadable, unwritable, disk full
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}; check the path, its permissions and free disk space",
+                       err=True)
+            sys.exit(1)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except KeyboardInterrupt:
@@ -125,10 +142,12 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
       translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
       translate train --resume checkpoints/facades-pix2pix --steps 20000
     """
-    from .config import load_yaml
+    from .config import load_yaml, split_options, validate
     from .errors import ConfigError
     from .train import RESUME_OVERRIDABLE, build_config, default_run_dir, load_run_config, train as run_train
 
+    if options.get("data") is not None:
+        options["data"] = str(Path(options["data"]).resolve())
     quiet = ctx.obj["quiet"] or quiet_flag
     if quiet_flag:
         _setup_logging(True, ctx.obj["debug"])
@@ -139,20 +158,22 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
         if config_file is not None or (run_dir is not None and run_dir != resume):
             raise ConfigError("--resume continues a run with its saved config.json; drop --config/--run-dir")
         cfg = load_run_config(resume)
-        ignored = []
-        for key, value in options.items():
-            if value is None:
-                continue
+        given = {k: v for k, v in options.items() if v is not None}
+        train_kw, model_kw = split_options(given, cfg.train.model, "command line")
+        changed = []
+        for key, value in train_kw.items():
             if key in RESUME_OVERRIDABLE:
                 setattr(cfg.train, key, value)
-            elif getattr(cfg.train, key, getattr(cfg.model, key, object())) != value:
-                ignored.append(key)
-        if ignored:
+            elif getattr(cfg.train, key) != value:
+                changed.append(key)
+        changed += [key for key, value in model_kw.items() if getattr(cfg.model, key) != value]
+        if changed:
             raise ConfigError(f"--resume keeps the run's own config; these options differ from "
-                              f"{resume / 'config.json'} and cannot change now: {', '.join(ignored)} "
+                              f"{resume / 'config.json'} and cannot change now: {', '.join(changed)} "
                               f"(start a new run for them)")
-        if options.get("epochs") is not None and options.get("steps") is None:
+        if "epochs" in train_kw and "steps" not in train_kw:
             cfg.train.steps = None  # --epochs replaces the saved --steps
+        validate(cfg)
         target = resume
     else:
         yaml_opts = load_yaml(config_file) if config_file else None

@@ -127,13 +127,47 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+def coerce(name: str, value: Any, annotation: str, source: str) -> Any:
+    """Convert ``value`` to a field's type (``int``, ``float``, ``bool``, ``str``, ``X | None``);
+    YAML reads ``1e-4`` as a string and ``--set`` values arrive as YAML too."""
+    optional = annotation.endswith("| None")
+    kind = annotation.split("|")[0].strip()
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {name} needs a value ({kind})")
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in ("true", "yes", "on", "1"):
+                return True
+            if str(value).strip().lower() in ("false", "no", "off", "0"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(str(value)) if isinstance(value, str) else int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be {'an' if kind == 'int' else 'a'} {kind}"
+                          f"{' or none' if optional else ''}, got {value!r}") from None
+    return value
+
+
 def _build(cls: type, values: dict[str, Any], source: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
-                          f"valid: {', '.join(sorted(names))}")
-    return cls(**values)
+                          f"valid: {', '.join(sorted(fields))}")
+    return cls(**{k: coerce(k, v, str(fields[k].type), source) for k, v in values.items()})
 
 
 def split_options(options: dict[str, Any], model: str, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -142,12 +176,13 @@ def split_options(options: dict[str, Any], model: str, source: str) -> tuple[dic
     family = FAMILY_CONFIGS[model]
     model_names = {f.name for f in dataclasses.fields(family)}
     train, fam, unknown = {}, {}, []
+    types = {f.name: str(f.type) for f in (*dataclasses.fields(TrainConfig), *dataclasses.fields(family))}
     for key, value in options.items():
         k = key.replace("-", "_")
         if k in train_names:
-            train[k] = value
+            train[k] = coerce(k, value, types[k], source)
         elif k in model_names:
-            fam[k] = value
+            fam[k] = coerce(k, value, types[k], source)
         else:
             unknown.append(key)
     if unknown:
@@ -164,12 +199,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the --config path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; --config takes a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save the config file as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise ConfigError(f"{path}{where} is not valid YAML; fix the syntax there") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of option: value pairs")
+    if isinstance(data.get("train"), dict) and isinstance(data.get("model"), dict):  # a run's config.json
+        data = {**data["train"], **data["model"]}
     return data
 
 
@@ -208,6 +249,8 @@ def validate(cfg: RunConfig) -> None:
     if m.generator == "unet":
         need(t.size >= 32 and t.size & (t.size - 1) == 0,
              f"the U-Net generator needs a power-of-two --size of at least 32, got {t.size}")
+    need(m.in_channels == 3 and m.out_channels == 3,
+         "in_channels and out_channels must be 3: the data pipeline reads every image as RGB")
     from .engine.losses import GAN_LOSSES, TARGET_LOSSES
 
     need(m.gan_loss in GAN_LOSSES, f"unknown gan_loss {m.gan_loss!r}; choose one of {', '.join(GAN_LOSSES)}")

@@ -25,6 +25,8 @@ def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = 
 
     merged = dict(yaml_options or {})
     merged.update({k: v for k, v in options.items() if v is not None})
+    if merged.get("data") is not None:  # absolute, so the run resumes from any directory
+        merged["data"] = str(Path(merged["data"]).expanduser().resolve())
     data = merged.get("data")
     layout = detect_layout(data)
     model = merged.get("model") or ("cyclegan" if layout.kind == "unpaired" else "pix2pix")
@@ -50,13 +52,17 @@ def default_run_dir(cfg: RunConfig, root: str | Path = "checkpoints") -> Path:
     return path
 
 
-def prepare_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    """A new run directory with ``config.json``; refuses one that already holds a run."""
-    if (run_dir / "config.json").exists() or (run_dir.is_dir() and any(run_dir.glob("step-*"))):
+def check_new_run_dir(run_dir: Path) -> None:
+    """A folder holding checkpoints is another run: refuse it (a config without checkpoints is the
+    trace of a run that failed before its first checkpoint, and may be started again)."""
+    if run_dir.is_dir() and any(run_dir.glob("step-*")):
         raise CheckpointError(f"{run_dir} already holds a run; continue it with 'translate train --resume {run_dir}' "
                               f"or choose another --run-dir")
     if run_dir.exists() and not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is a file, not a folder; choose another --run-dir")
+
+
+def write_run_config(run_dir: Path, cfg: RunConfig) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = cfg.to_dict()
     payload["version"] = __version__
@@ -69,9 +75,14 @@ def load_run_config(run_dir: Path) -> RunConfig:
         raise CheckpointError(f"{run_dir} is not a run directory (no config.json); give the folder that "
                               f"'translate train' created, e.g. checkpoints/<run>")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text()), source=str(path))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is damaged ({exc.msg}); restore it from a backup") from None
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is damaged ({exc}); restore it from a backup") from None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        raise CheckpointError(f"{path} is not a translate run config; restore it from a backup")
+    cfg = RunConfig.from_dict(data, source=str(path))
+    validate(cfg)
+    return cfg
 
 
 RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
@@ -99,9 +110,10 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
                                  max_bad_fraction=t.max_bad_fraction)
     total = total_steps_for(t, len(dataset))
     if resume and not list_checkpoints(run_dir):
-        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run instead")
+        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start it again with "
+                              f"'translate train --config {run_dir / 'config.json'} --run-dir {run_dir}'")
     if not resume:
-        prepare_run_dir(run_dir, cfg)
+        check_new_run_dir(run_dir)
     model = build_model(cfg)
 
     def loader(start: int):
@@ -110,6 +122,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
 
     trainer = Trainer(model, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
                       sample_batch=dataset.sample_batch(t.n_samples), quiet=quiet)
+    write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
     _setup_file_log(run_dir)
     if resume:
         path = trainer.resume()

@@ -14,6 +14,7 @@ worker's random state, so a resumed run sees exactly the batches an uninterrupte
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ log = logging.getLogger("translate.data")
 
 
 # --- scanning ----------------------------------------------------------------------------------
-def scan_images(folder: Path, *, min_side: int = 0, max_bad_fraction: float = 0.1) -> list[Path]:
+def scan_images(folder: Path, *, min_side: int = 0, max_bad_fraction: float = 0.1,
+                bad_out: list[Path] | None = None) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted), header-checked.
 
     Unreadable files are skipped with a warning naming each; more than ``max_bad_fraction`` of them
@@ -60,6 +62,8 @@ def scan_images(folder: Path, *, min_side: int = 0, max_bad_fraction: float = 0.
             modes[mode] += 1
         if min(w, h) < min_side:
             small += 1
+    if bad_out is not None:
+        bad_out.extend(bad)
     if bad and len(bad) > max_bad_fraction * len(candidates):
         raise DataError(f"{len(bad)} of {len(candidates)} images in {folder} are unreadable (e.g. {bad[0].name}); "
                         f"remove or re-encode them (the limit is {max_bad_fraction:.0%}, max_bad_fraction)")
@@ -138,6 +142,21 @@ def match_pairs(a_files: list[Path], b_files: list[Path], a_dir: Path, b_dir: Pa
     return pairs
 
 
+def paired_files(a_dir: Path, b_dir: Path, **scan) -> tuple[list[Path], list[Path]]:
+    """Files of A and B paired by name; a pair with an unreadable side is dropped (with a warning),
+    so one bad file does not read as a missing partner."""
+    bad: list[Path] = []
+    good_a, good_b = scan_images(a_dir, bad_out=bad, **scan), scan_images(b_dir, bad_out=bad, **scan)
+    pairs = match_pairs(sorted(good_a + [p for p in bad if p.is_relative_to(a_dir)]),
+                        sorted(good_b + [p for p in bad if p.is_relative_to(b_dir)]), a_dir, b_dir)
+    bad_set = set(bad)
+    kept = [(a, b) for a, b in pairs if a not in bad_set and b not in bad_set]
+    for a, b in pairs:
+        if a in bad_set or b in bad_set:
+            log.warning("skipping the pair %s / %s: %s is unreadable", a.name, b.name, (a if a in bad_set else b))
+    return [a for a, _ in kept], [b for _, b in kept]
+
+
 # --- decoding with skip-on-error ---------------------------------------------------------------
 def _upscale_to(img: np.ndarray, min_side: int) -> np.ndarray:
     h, w = img.shape[:2]
@@ -164,6 +183,13 @@ class _Decoder:
             return None
 
 
+def _seed(transform, rng: np.random.Generator) -> None:
+    """One random stream for all of a pipeline's ops, drawn from the sample's own generator.
+    (``Compose.set_random_seed`` would give every op the same seed, tying the flip to the crop.)"""
+    seed = int(rng.integers(2**63))
+    transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
 # --- data sets ---------------------------------------------------------------------------------
 class TranslationDataset(Dataset):
     """Yields ``{"A": tensor, "B": tensor}`` in [-1, 1] for a key ``(index, sample_seed)``."""
@@ -184,15 +210,10 @@ class TranslationDataset(Dataset):
         scan = dict(min_side=size, max_bad_fraction=max_bad_fraction)  # note images smaller than the crop
         self.files_A: list[Path] = []
         self.files_B: list[Path] = []
-        if layout.kind == "unpaired":
+        if layout.kind == "unpaired" and unpaired:
             self.files_A, self.files_B = scan_images(layout.train[0], **scan), scan_images(layout.train[1], **scan)
-            if not unpaired:  # pix2pix on trainA/trainB: pair by name
-                pairs = match_pairs(self.files_A, self.files_B, *layout.train)
-                self.files_A, self.files_B = [a for a, _ in pairs], [b for _, b in pairs]
-        elif layout.kind == "paired":
-            pairs = match_pairs(scan_images(layout.train[0], **scan), scan_images(layout.train[1], **scan),
-                                *layout.train)
-            self.files_A, self.files_B = [a for a, _ in pairs], [b for _, b in pairs]
+        elif layout.kind in ("unpaired", "paired"):  # pix2pix on trainA/trainB, or A/ + B/: pair by name
+            self.files_A, self.files_B = paired_files(*layout.train, **scan)
         elif layout.kind == "aligned":
             self.files_A = scan_images(layout.train[0], **scan)
 
@@ -250,7 +271,7 @@ class TranslationDataset(Dataset):
                 if a is None or b is None:
                     continue
                 a, b = _upscale_to(a, self.min_side), _upscale_to(b, self.min_side)
-                self.transform_single.set_random_seed(int(rng.integers(2**31)))
+                _seed(self.transform_single, rng)
                 ta = self.transform_single(image=a)["image"]
                 tb = self.transform_single(image=b)["image"]
                 return {"A": ta, "B": tb}
@@ -258,7 +279,7 @@ class TranslationDataset(Dataset):
             if pair is None:
                 continue
             a, b = _upscale_to(pair[0], self.min_side), _upscale_to(pair[1], self.min_side)
-            self.transform.set_random_seed(int(rng.integers(2**31)))
+            _seed(self.transform, rng)
             out = self.transform(image=a, target=b)
             return {"A": out["image"], "B": out["target"]}
         raise DataError(f"no image in {self.layout.root} could be decoded; check the files")
@@ -276,7 +297,7 @@ class TranslationDataset(Dataset):
                 out = tf(image=a, target=b)
                 A.append(out["image"]), B.append(out["target"])
         elif kind == "unpaired" and self.layout.test is None or kind == "paired":
-            for i in range(min(n, len(self.files_A))):
+            for i in range(min(n, len(self.files_A), len(self.files_B))):
                 a = self._raw_single("A", i)
                 b = self._raw_single("B", i)
                 if a is None or b is None:

@@ -87,13 +87,13 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
                           f"train first, or point at another run directory")
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
-    """Load weights and trainer state safely (safetensors + ``weights_only=True``)."""
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """Load weights and trainer state safely (safetensors + ``weights_only=True``), on the CPU:
+    RNG states must stay there, and ``load_state_dict`` moves the rest where it belongs."""
     ckpt = resolve_checkpoint(path)
     try:
-        weights = load_file(str(ckpt / WEIGHTS), device=str(map_location))
-        state = torch.load(ckpt / TRAINER, map_location=map_location, weights_only=True)
+        weights = load_file(str(ckpt / WEIGHTS), device="cpu")
+        state = torch.load(ckpt / TRAINER, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
         raise CheckpointError(f"cannot read checkpoint {ckpt}: {exc}; it may be damaged, "
                               f"use an earlier step-<N> folder of the run") from exc

@@ -16,6 +16,7 @@ import logging
 import math
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -129,7 +130,7 @@ class Trainer:
         return path
 
     def resume(self, checkpoint: str | Path | None = None) -> Path:
-        weights, state, path = load_checkpoint(checkpoint or self.run_dir, map_location=self.device)
+        weights, state, path = load_checkpoint(checkpoint or self.run_dir)
         model_keys = set(self.model.state_dict())
         missing = model_keys - set(weights)
         if missing:
@@ -141,7 +142,7 @@ class Trainer:
             if ema_w:
                 self.ema.model.load_state_dict(ema_w)
         self.model.load_extra_state({k: v for k, v in weights.items() if k.startswith("pool.")})
-        self.fakes = {k[6:]: v for k, v in weights.items() if k.startswith("fakes.")} or None
+        self.fakes = {k[6:]: v.to(self.device) for k, v in weights.items() if k.startswith("fakes.")} or None
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
@@ -184,10 +185,12 @@ class Trainer:
         with self._autocast():
             result = run(self._backward)
         self.scaler.unscale_(opt)
-        for name, net in nets.items():
-            logs[f"grad_norm/{name}"] = grad_norm(net)
+        norms = {f"grad_norm/{name}": grad_norm(net) for name, net in nets.items()}
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.step(opt)
         self.scaler.update()
+        if scale is None or self.scaler.get_scale() >= scale:
+            logs.update(norms)  # an fp16 overflow step is skipped by the scaler: not an explosion
         return result
 
     def train_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
@@ -211,26 +214,33 @@ class Trainer:
         logs.update(g_logs)
         if self.ema is not None:
             self.ema.update(model.generators)
-        self.sched_G.step()
-        self.sched_D.step()
+        with warnings.catch_warnings():  # fp16: the scaler skips overflowing steps; the schedule counts steps
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.sched_G.step()
+            self.sched_D.step()
         self.step += 1
         return logs
 
     # --- outputs -------------------------------------------------------------------------------
     @torch.no_grad()
     def samples(self) -> dict[str, torch.Tensor] | None:
-        """The sample rows for the fixed batch, without touching training state (RNG, BN stats)."""
+        """The sample rows for the fixed batch (from the EMA generators when there are), without
+        touching training state (RNG, BN statistics)."""
         if self.sample_batch is None:
             return None
         devices = [self.device] if self.device.type == "cuda" else []
         was_training = self.model.training
+        live = self.model.generators
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.t.seed)
             self.model.eval()
+            if self.ema is not None:  # the averaged weights are the ones worth looking at
+                self.model.generators = self.ema.model
             try:
                 with self._autocast():
                     rows = self.model.sample(self._to_device(self.sample_batch))
             finally:
+                self.model.generators = live
                 self.model.train(was_training)
         return {k: v.float().cpu() for k, v in rows.items()}
 
@@ -263,28 +273,31 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet, unit="it", dynamic_ncols=True,
                    desc="train", smoothing=0.1)
         sums: dict[str, list[torch.Tensor]] = {}
-        warnings: list[str] = []
         last_time, last_step = time.perf_counter(), self.step
-        interrupted = False
-        previous_handler = signal.getsignal(signal.SIGTERM)
+        stop_requested: list[int] = []
 
-        def on_term(signum, frame):  # a scheduler's kill: checkpoint like Ctrl-C
-            raise KeyboardInterrupt
+        def request_stop(signum, frame):  # finish the step in progress, checkpoint, stop
+            if stop_requested:  # a second Ctrl-C: stop at once, without a checkpoint
+                raise KeyboardInterrupt
+            stop_requested.append(signum)
+            log.warning("stopping after step %d (saving a checkpoint); press Ctrl-C again to abort", self.step + 1)
 
-        with contextlib.suppress(ValueError):  # not in the main thread: leave SIGTERM alone
-            signal.signal(signal.SIGTERM, on_term)
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
+                previous[sig] = signal.signal(sig, request_stop)
         try:
-            while self.step < end:
+            while self.step < end and not stop_requested:
                 logs = self.train_step(batches)
                 for k, v in logs.items():
                     sums.setdefault(k, []).append(v)
                 bar.update(1)
-                if self.step % t.log_every == 0 or self.step == end:
+                if self.step % t.log_every == 0 or self.step == end or stop_requested:
                     now = time.perf_counter()
                     row = self._log_row(sums, now - last_time, self.step - last_step)
                     sums, last_time, last_step = {}, now, self.step
                     new = self.monitor.check_losses(self.step, row)
-                    warnings += self._report(new)
+                    self._report(new)
                     bar.set_postfix_str(self._postfix(row), refresh=False)
                 if self.step % t.sample_every == 0 or self.step == self.total_steps:
                     rows = self.samples()
@@ -292,18 +305,15 @@ class Trainer:
                         self.write_samples(rows)
                         for key, fake in rows.items():
                             if key.startswith("fake_") and f"real_{key[5:]}" in rows:
-                                warnings += self._report(self.monitor.check_samples(
+                                self._report(self.monitor.check_samples(
                                     self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
-                if self.step % t.checkpoint_every == 0 or self.step == end:
+                if self.step % t.checkpoint_every == 0 or self.step == end or stop_requested:
                     self.save()
-        except KeyboardInterrupt:
-            interrupted = True
-            if self.step > 0 and not any(p.name.endswith(f"{self.step:08d}") for p in list_checkpoints(self.run_dir)):
-                self.save()
         finally:
             bar.close()
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, previous_handler)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        interrupted = bool(stop_requested) and self.step < end
         return {"step": self.step, "total_steps": self.total_steps, "interrupted": interrupted,
                 "warnings": [str(w) for w in self.monitor.history]}
 
@@ -314,14 +324,13 @@ class Trainer:
             parts.append("⚠ " + ", ".join(active))
         return " ".join(parts)
 
-    def _report(self, new: list[HealthWarning]) -> list[str]:
+    def _report(self, new: list[HealthWarning]) -> None:
         for w in new:
             log.warning("%s", w)
             if self.t.stop_on_failure:
                 self.save()
                 raise TrainingFailure(f"stopped at step {w.step} (--stop-on-failure): {w.message} "
                                       f"The last checkpoint is in {self.run_dir}.")
-        return [str(w) for w in new]
 
 
 def total_steps_for(t: Any, samples_per_epoch: int, default_epochs: int = 200) -> int:

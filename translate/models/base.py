@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..engine.losses import AdversarialLoss
+from ..engine.losses import TARGET_LOSSES, AdversarialLoss
 from ..engine.noise import InstanceNoise
 from ..engine.replay import ReplayBuffer
 from ..nn import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator, init_weights, unet_depth_for
@@ -105,10 +105,13 @@ class GANModel(nn.Module):
 
     # --- shared helpers ----------------------------------------------------------------------
     def d_score(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """Half the discriminator loss on one real and one fake batch (as the reference), plus the
-        gradient penalty for WGAN-GP. Both inputs get instance noise."""
+        """The discriminator loss on one real and one fake batch, halved for the target-based losses
+        as the reference does, plus the gradient penalty for WGAN-GP (lambda 10 as in the paper).
+        Both inputs get instance noise."""
         real_n, fake_n = self.instance_noise(real), self.instance_noise(fake.detach())
-        loss = 0.5 * self.adv.d_loss(d(real_n), d(fake_n))
+        loss = self.adv.d_loss(d(real_n), d(fake_n))
+        if self.adv.kind in TARGET_LOSSES:
+            loss = 0.5 * loss
         penalty = self.adv.penalty(d, real_n, fake_n)
         return loss if penalty is None else loss + penalty
 
