@@ -121,8 +121,9 @@ def test_winograd_layer_is_a_plain_conv_outside_cpu_fp32():
 
     conv = WinogradConv2d(4, 4)
     assert set(conv.state_dict()) == set(nn.Conv2d(4, 4, 3).state_dict())
-    x = torch.randn(1, 4, 10, 10)
+    x = torch.randn(1, 4, 42, 42)  # 10 x 10 output tiles: enough to pay
     assert conv._use_winograd(x)
+    assert not conv._use_winograd(torch.randn(1, 4, 18, 18))  # 16 tiles: oneDNN is faster
     traced = torch.jit.trace(conv, x)  # export paths see an ordinary convolution
     assert "conv" in str(traced.graph).lower() and "bmm" not in str(traced.graph)
     set_winograd(conv, False)
