@@ -47,17 +47,60 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def run_case(name: str, size: int, batch: int, iters: int, device: str, amp: str, channels_last: bool,
-             winograd: bool) -> dict:
+def measure(step, iters: int, device, before_flop_count=None) -> dict:
+    """Warm up, time ``iters`` calls of ``step`` (median), read peak memory, then count one step's
+    FLOPs (after the timing, so the counter's own memory is not in the peak)."""
     import resource
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    step()  # warm-up (allocator, cudnn/oneDNN kernel choice)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    sec = times[len(times) // 2]
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if before_flop_count is not None:
+        before_flop_count()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    return {"device": str(device), "sec_per_iter": sec, "sec_min": times[0], "sec_max": times[-1], "iters": iters,
+            "gflop_per_iter": flops / 1e9, "achieved_gflops": flops / sec / 1e9, "peak_mem_gb": peak / 1e9,
+            "peak_mem_kind": "cuda allocated" if cuda else "process RSS", "torch_threads": torch.get_num_threads()}
+
+
+def random_batches(batch: int, size: int):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    while True:
+        yield {"A": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
+               "B": torch.rand(batch, 3, size, size, generator=g) * 2 - 1}
+
+
+def run_case(name: str, size: int, batch: int, iters: int, device: str, amp: str, channels_last: bool,
+             winograd: bool) -> dict:
+    import torch
+
     from translate.engine.device import resolve_device
     from translate.engine.trainer import Trainer
-    from translate.nn import set_winograd
     from translate.models import build_model
+    from translate.nn import set_winograd
     from translate.train import build_config
 
     if name == "cyclegan-reference":
@@ -72,85 +115,36 @@ def run_case(name: str, size: int, batch: int, iters: int, device: str, amp: str
         model = model.to(memory_format=torch.channels_last)
     if not winograd:
         set_winograd(model, False)
-
-    def batches():
-        g = torch.Generator().manual_seed(0)
-        while True:
-            yield {"A": torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
-                   "B": torch.rand(batch, 3, size, size, generator=g) * 2 - 1}
-
     trainer = Trainer(model, cfg, run_dir="/nonexistent", device=dev, total_steps=10_000,
-                      loader_factory=lambda start: batches(), quiet=True)
-    stream = batches()
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    trainer.train_step(stream)  # warm-up (allocator, cudnn/oneDNN kernel choice)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    sync()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        trainer.train_step(stream)
-        sync()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    sec = times[len(times) // 2]
-    peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    # FLOPs as a direct convolution would need them (Winograd does fewer multiplications), so the
-    # achieved rate is comparable with other implementations of the same networks.
-    set_winograd(model, False)
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_step(stream)
-    flops = counter.get_total_flops()
-    params = sum(p.numel() for p in model.generators.parameters())
-    return {"case": name, "size": size, "batch": batch, "device": str(dev), "amp": amp, "channels_last": channels_last,
-            "winograd": winograd,
-            "sec_per_iter": sec, "sec_min": times[0], "sec_max": times[-1], "iters": iters,
-            "gflop_per_iter": flops / 1e9, "achieved_gflops": flops / sec / 1e9, "peak_mem_gb": peak / 1e9,
-            "peak_mem_kind": "cuda allocated" if dev.type == "cuda" else "process RSS",
-            "generator_params": params, "torch_threads": torch.get_num_threads()}
+                      loader_factory=lambda start: random_batches(batch, size), quiet=True)
+    stream = random_batches(batch, size)
+    # FLOPs are counted as a direct convolution needs them (Winograd does fewer multiplications), so
+    # the achieved rate is comparable with other implementations of the same networks.
+    result = measure(lambda: trainer.train_step(stream), iters, dev,
+                     before_flop_count=lambda: set_winograd(model, False))
+    return {"case": name, "size": size, "batch": batch, "amp": amp, "channels_last": channels_last,
+            "winograd": winograd, "generator_params": sum(p.numel() for p in model.generators.parameters()),
+            **result}
 
 
 def run_reference(size: int, batch: int, iters: int) -> dict:
-    import resource
-
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from reference_cyclegan import ReferenceCycleGAN
 
     torch.manual_seed(0)
     ref = ReferenceCycleGAN()
-    g = torch.Generator().manual_seed(0)
+    stream = random_batches(batch, size)
 
     def step():
-        ref.optimize_parameters(torch.rand(batch, 3, size, size, generator=g) * 2 - 1,
-                                torch.rand(batch, 3, size, size, generator=g) * 2 - 1)
+        b = next(stream)
+        ref.optimize_parameters(b["A"], b["B"])
 
-    step()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    sec = times[len(times) // 2]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    return {"case": "cyclegan-reference", "size": size, "batch": batch, "device": "cpu", "amp": "off",
-            "channels_last": False, "winograd": False, "sec_per_iter": sec, "sec_min": times[0],
-            "sec_max": times[-1], "iters": iters, "gflop_per_iter": flops / 1e9, "achieved_gflops": flops / sec / 1e9,
-            "peak_mem_gb": peak / 1e9, "peak_mem_kind": "process RSS",
-            "generator_params": sum(p.numel() for m in ref.modules()[:2] for p in m.parameters()),
-            "torch_threads": torch.get_num_threads()}
+    result = measure(step, iters, torch.device("cpu"))
+    return {"case": "cyclegan-reference", "size": size, "batch": batch, "amp": "off", "channels_last": False,
+            "winograd": False, "generator_params": sum(p.numel() for m in ref.modules()[:2] for p in m.parameters()),
+            **result}
 
 
 def main() -> None:

@@ -6,12 +6,11 @@ import signal
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from conftest import write_image
 from test_cli import TINY_ARGS, assert_one_line_error, invoke
-from translate.cli import _one_line, cli
+from translate.cli import _one_line
 from translate.data import TranslationDataset, detect_layout
 from translate.data.folders import _seed
 from translate.data.transforms import train_transform

@@ -144,10 +144,9 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
     """
     from .config import load_yaml, split_options, validate
     from .errors import ConfigError
-    from .train import RESUME_OVERRIDABLE, build_config, default_run_dir, load_run_config, train as run_train
+    from .train import (RESUME_OVERRIDABLE, build_config, data_path, default_run_dir, load_run_config,
+                        train as run_train)
 
-    if options.get("data") is not None:
-        options["data"] = str(Path(options["data"]).resolve())
     quiet = ctx.obj["quiet"] or quiet_flag
     if quiet_flag:
         _setup_logging(True, ctx.obj["debug"])
@@ -159,6 +158,8 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
             raise ConfigError("--resume continues a run with its saved config.json; drop --config/--run-dir")
         cfg = load_run_config(resume)
         given = {k: v for k, v in options.items() if v is not None}
+        if "data" in given:  # compared with the run's stored (absolute) path
+            given["data"] = data_path(given["data"])
         train_kw, model_kw = split_options(given, cfg.train.model, "command line")
         changed = []
         for key, value in train_kw.items():

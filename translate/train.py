@@ -17,6 +17,11 @@ log = logging.getLogger("translate.train")
 SYNTHETIC_DEFAULTS = {"size": 64, "steps": 400, "sample_every": 50, "checkpoint_every": 200}
 
 
+def data_path(value: str | Path) -> str:
+    """``--data`` as stored in a run: absolute, so the run resumes from any directory."""
+    return str(Path(value).expanduser().resolve())
+
+
 def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = None,
                  yaml_source: str = "config") -> RunConfig:
     """Merge defaults < family defaults for the data < YAML < command line into a RunConfig."""
@@ -25,8 +30,8 @@ def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = 
 
     merged = dict(yaml_options or {})
     merged.update({k: v for k, v in options.items() if v is not None})
-    if merged.get("data") is not None:  # absolute, so the run resumes from any directory
-        merged["data"] = str(Path(merged["data"]).expanduser().resolve())
+    if merged.get("data") is not None:
+        merged["data"] = data_path(merged["data"])
     data = merged.get("data")
     layout = detect_layout(data)
     model = merged.get("model") or ("cyclegan" if layout.kind == "unpaired" else "pix2pix")

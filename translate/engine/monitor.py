@@ -1,6 +1,7 @@
 """Health monitor: spots the common ways GAN training fails and says so in plain words."""
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ class HealthMonitor:
     def check_losses(self, step: int, logs: dict[str, float]) -> list[HealthWarning]:
         new: list[HealthWarning] = []
         for name, value in logs.items():
-            if name.startswith("loss") and not (value == value and abs(value) != float("inf")):
+            if name.startswith("loss") and not math.isfinite(value):
                 new += self._raise(f"nan:{name}", HealthWarning(
                     step, "nan", f"{name} not finite",
                     f"{name} became {value}: training has diverged. Lower the learning rate (--lr) or "
@@ -95,9 +96,8 @@ class HealthMonitor:
             history = self.grad_history.setdefault(net, deque(maxlen=200))
             typical = sorted(history)[len(history) // 2] if len(history) >= 3 else None
             history.append(value)
-            exploding = value > self.grad_limit and typical is not None and value > self.grad_jump * typical
-            if not value == value or value == float("inf"):
-                exploding = True
+            exploding = not math.isfinite(value) or (
+                value > self.grad_limit and typical is not None and value > self.grad_jump * typical)
             if exploding:
                 new += self._raise(f"g:{net}", HealthWarning(
                     step, "grad_explosion", f"|∇{net}|={value:.0f}",

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, TrainingFailure
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .device import amp_dtype, rng_state, set_rng_state
 from .memory import tune_malloc
 from .monitor import HealthMonitor, HealthWarning
