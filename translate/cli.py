@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .data.pairs import MIRROR_ENV, ROOT_ENV
 from .errors import TranslateError
 
 log = logging.getLogger("translate")
@@ -106,6 +107,12 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images). "
                    "Default: the embedded synthetic data set.")
+@click.option("--pair", default=None, metavar="NAME",
+              help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help=f"Where named data sets live. [${ROOT_ENV} or ./datasets]")
+@click.option("--mirror", default=None, metavar="URL",
+              help=f"Download named data sets from this folder URL instead. [${MIRROR_ENV}]")
 @click.option("--size", type=int, default=None, help="Training crop size in pixels. [256; 64 on embedded data]")
 @click.option("--steps", type=int, default=None, help="Generator updates to train. [400 on embedded data]")
 @click.option("--epochs", type=int, default=None, help="Epochs instead of --steps. [200, as the reference]")
@@ -132,12 +139,14 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("-q", "--quiet", "quiet_flag", is_flag=True, help="Only warnings and errors; no progress bar.")
 @click.pass_context
 def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
-          set_values: tuple[str, ...], **options: Any) -> None:
+          set_values: tuple[str, ...], root: Path | None, mirror: str | None, **options: Any) -> None:
     """Train a translator (CycleGAN or pix2pix) on folders of images or the embedded data.
 
     \b
     Examples:
       translate train                                   # embedded data, a few minutes on a CPU
+      translate train --pair horse2zebra                # named data set: downloaded, then its recipe
+      translate train --pair facades --size 128 --steps 5000
       translate train --data datasets/horse2zebra       # trainA/ trainB/ -> CycleGAN
       translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
       translate train --resume checkpoints/facades-pix2pix --steps 20000
@@ -178,7 +187,8 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
         target = resume
     else:
         yaml_opts = load_yaml(config_file) if config_file else None
-        cfg = build_config(options, yaml_opts, str(config_file) if config_file else "command line")
+        cfg = build_config(options, yaml_opts, str(config_file) if config_file else "command line",
+                           root=root, mirror=mirror, quiet=quiet)
         target = run_dir or default_run_dir(cfg)
     summary = run_train(cfg, target, resume=resume is not None, quiet=quiet)
     status = "interrupted" if summary["interrupted"] else "done"
@@ -189,6 +199,107 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
         sys.exit(130)
     if summary["warnings"]:
         click.echo(f"{len(summary['warnings'])} health warning(s); see {target / 'train.log'}", err=True)
+
+
+# --- translate data ------------------------------------------------------------------------------
+_root_option = click.option("--root", type=click.Path(path_type=Path), default=None,
+                            help=f"Where data sets live. [${ROOT_ENV} or ./datasets]")
+
+
+@cli.group()
+def data() -> None:
+    """Named data sets: list, download, verify, describe.
+
+    \b
+    Examples:
+      translate data list
+      translate data download horse2zebra
+      translate data download facades --from-archive ~/Downloads/facades.tar.gz
+      translate data verify horse2zebra
+      translate data info facades
+    """
+
+
+@data.command("list")
+@_root_option
+def data_list(root: Path | None) -> None:
+    """Every named data set: kind, download size, and whether it is on disk."""
+    from .data import pairs
+
+    rows = [("name", "kind", "size", "downloaded")] + pairs.status_rows(root)
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for i, row in enumerate(rows):
+        click.echo("  ".join(c.ljust(w) if j < 2 else c.rjust(w) if j == 2 else c
+                             for j, (c, w) in enumerate(zip(row, widths))).rstrip())
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+    click.echo(f"\nroot: {pairs.data_root(root)}  (--root or ${ROOT_ENV}); details: translate data info NAME")
+
+
+@data.command("download")
+@click.argument("name")
+@_root_option
+@click.option("--mirror", default=None, metavar="URL",
+              help=f"Fetch the archive from this folder URL (<URL>/<archive name>) instead. [${MIRROR_ENV}]")
+@click.option("--from-archive", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Use an archive downloaded elsewhere (checked, then unpacked; the file is left as it is).")
+@click.option("--keep-archive", is_flag=True, help="Keep the downloaded archive after unpacking it.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds without data before a retry.")
+@click.pass_context
+def data_download(ctx: click.Context, name: str, root: Path | None, mirror: str | None, from_archive: Path | None,
+                  keep_archive: bool, timeout: float) -> None:
+    """Download, verify and unpack the data set NAME (nothing happens if it is already there)."""
+    from .data import pairs
+
+    ds = pairs.get(name)
+    found = pairs.locate(ds, root)
+    if found is not None and from_archive is None:
+        click.echo(f"{ds.name} is already in {found}; 'translate data verify {ds.name}' checks it")
+        return
+    folder = pairs.ensure(ds, root, mirror=mirror, from_archive=from_archive, keep_archive=keep_archive,
+                          quiet=ctx.obj["quiet"], timeout=timeout)
+    click.echo(f"{ds.name} ready in {folder}")
+
+
+@data.command("verify")
+@click.argument("name")
+@_root_option
+@click.option("--quick", is_flag=True, help="Check file sizes only, not every file's sha256.")
+@click.pass_context
+def data_verify(ctx: click.Context, name: str, root: Path | None, quick: bool) -> None:
+    """Check the data set NAME on disk: every file against the archive it came from."""
+    from .data import pairs
+    from .errors import DataError
+
+    ds = pairs.get(name)
+    folder, problems, notes = pairs.verify(ds, root, deep=not quick, quiet=ctx.obj["quiet"])
+    for note in notes:
+        click.echo(f"note: {note}")
+    if problems:
+        for p in problems[:20]:
+            click.echo(f"  {p}", err=True)
+        more = " (first 20 shown)" if len(problems) > 20 else ""
+        raise DataError(f"{folder}: {len(problems)} problem(s){more}; fix them, or move the folder away and run "
+                        f"'translate data download {ds.name}'")
+    click.echo(f"{ds.name} in {folder}: OK")
+
+
+@data.command("info")
+@click.argument("name")
+@_root_option
+def data_info(name: str, root: Path | None) -> None:
+    """Licence, citation, layout and training recipe of the data set NAME."""
+    import textwrap
+
+    from .data import pairs
+
+    rows = pairs.info(pairs.get(name), root)
+    width = max(len(k) for k, _ in rows)
+    for key, text in rows:
+        lines = textwrap.wrap(text, 100 - width - 2) or [""]
+        click.echo(f"{key.ljust(width)}  {lines[0]}")
+        for line in lines[1:]:
+            click.echo(" " * (width + 2) + line)
 
 
 def main() -> None:

@@ -73,6 +73,7 @@ class TrainConfig:
 
     model: str = "cyclegan"
     data: str | None = None  # None: the embedded synthetic data set
+    pair: str | None = None  # the named data set (translate data list) whose recipe and data this run uses
     size: int = 256  # crop size fed to the networks
     load_size: int | None = None  # resize to this before the random crop; None: size * 286 / 256; 0: no resize
     flip: bool = True

@@ -22,30 +22,70 @@ def data_path(value: str | Path) -> str:
     return str(Path(value).expanduser().resolve())
 
 
+RECIPE_SHARED = ("size", "epochs", "batch_size", "lr")  # what a recipe still sets when --model names another family
+
+
 def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = None,
-                 yaml_source: str = "config") -> RunConfig:
-    """Merge defaults < family defaults for the data < YAML < command line into a RunConfig."""
+                 yaml_source: str = "config", *, root: str | Path | None = None, mirror: str | None = None,
+                 quiet: bool = False) -> RunConfig:
+    """Merge defaults < family defaults for the data < a named data set's recipe < YAML < command
+    line into a RunConfig. With ``pair`` the named data set is downloaded into ``root`` first if it
+    is not there (after the options are checked, so a typo costs no download)."""
     from .config import split_options
     from .data import detect_layout
 
     merged = dict(yaml_options or {})
     merged.update({k: v for k, v in options.items() if v is not None})
+    ds = None
+    if merged.get("pair") is not None:
+        ds = _pair_recipe(merged)
     if merged.get("data") is not None:
         merged["data"] = data_path(merged["data"])
     data = merged.get("data")
-    layout = detect_layout(data)
+    layout = detect_layout(data) if ds is None else None
     model = merged.get("model") or ("cyclegan" if layout.kind == "unpaired" else "pix2pix")
     if model not in FAMILY_CONFIGS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(FAMILY_CONFIGS)}")
     merged["model"] = model
-    if layout.kind == "synthetic":  # sized to finish in a few minutes on two CPU cores
+    if layout is not None and layout.kind == "synthetic":  # sized to finish in a few minutes on two CPU cores
         for k, v in SYNTHETIC_DEFAULTS.items():
             if not (k == "steps" and merged.get("epochs") is not None):
                 merged.setdefault(k, v)
     train_kw, model_kw = split_options(merged, model, yaml_source)
     cfg = RunConfig(train=TrainConfig(**train_kw), model=FAMILY_CONFIGS[model](**model_kw))
     validate(cfg)
+    if ds is not None:
+        from .data import pairs
+
+        cfg.train.data = data_path(pairs.ensure(ds, root, mirror=mirror, quiet=quiet))
     return cfg
+
+
+def _pair_recipe(merged: dict[str, Any]):
+    """Put a named data set's recipe under the user's options (in place); returns the entry."""
+    from .data import pairs
+
+    ds = pairs.get(str(merged["pair"]))
+    if merged.get("data") is not None:
+        raise ConfigError(f"--pair {ds.name} and --data both name the training data; give one of them")
+    if not ds.recipe:
+        raise ConfigError(f"{ds.name} is not a training set ({ds.description}); see 'translate data list'")
+    recipe = dict(ds.recipe)
+    model = merged.get("model") or recipe["model"]
+    if model != recipe["model"]:  # another family: keep the recipe's schedule, not its losses
+        recipe = {k: v for k, v in recipe.items() if k in RECIPE_SHARED}
+    if model not in FAMILY_CONFIGS:
+        raise ConfigError(f"{ds.name} trains the {model} model, which this version of translate does not have yet "
+                          f"(it has {', '.join(FAMILY_CONFIGS)}); 'translate data download {ds.name}' fetches the "
+                          f"data meanwhile")
+    given = {k for k, v in merged.items() if v is not None}
+    for k, v in recipe.items():
+        merged.setdefault(k, v)
+    if "steps" in given and "epochs" not in given:
+        merged.pop("epochs", None)  # --steps replaces the recipe's epochs
+    merged["model"] = model
+    merged["pair"] = ds.name
+    return ds
 
 
 def default_run_dir(cfg: RunConfig, root: str | Path = "checkpoints") -> Path:
