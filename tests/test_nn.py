@@ -131,3 +131,19 @@ def test_winograd_layer_is_a_plain_conv_outside_cpu_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         set_winograd(conv, True)
         assert not conv._use_winograd(x)
+
+
+def test_hash_mask_is_a_fair_coin_per_position_and_seed():
+    from translate.nn.layers import hash_keep_mask
+
+    x = torch.zeros(4, 64, 32, 48)
+    keep = hash_keep_mask(x, torch.tensor([0, 1, 2, 12345]), 0.5)
+    assert keep.float().mean().item() == pytest.approx(0.5, abs=0.01)
+    for i in range(1, 4):  # seeds give unrelated masks
+        assert (keep[0] == keep[i]).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    k = keep.float() * 2 - 1  # no structure between neighbours in any direction
+    for shifted in (k[:, 1:] * k[:, :-1], k[:, :, 1:] * k[:, :, :-1], k[..., 1:] * k[..., :-1]):
+        assert abs(shifted.mean().item()) < 0.02
+    assert hash_keep_mask(x, torch.tensor([7] * 4), 0.2).float().mean().item() == pytest.approx(0.8, abs=0.01)
+    # a function of position: a crop of the image sees the same mask as the full image there
+    assert torch.equal(hash_keep_mask(x[:1, :, :16, :20], torch.tensor([1]), 0.5), keep[1:2, :, :16, :20])

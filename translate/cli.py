@@ -201,6 +201,123 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
         click.echo(f"{len(summary['warnings'])} health warning(s); see {target / 'train.log'}", err=True)
 
 
+# --- translate export / run -------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--generator", default=None, metavar="NAME",
+              help="Which generator: G (pix2pix), G_AB or G_BA (CycleGAN). [the first: G or G_AB]")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output file. [export/<run>[-<generator>][-fp16|-int8].onnx]")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--noise", type=click.Choice(["sample", "off"]), default="sample", show_default=True,
+              help="pix2pix dropout noise: 'sample' keeps it (a noise_seed input; as the training samples), "
+                   "'off' removes it.")
+@click.option("--fp16", is_flag=True, help="fp16 weights and activations for GPU providers.")
+@click.option("--int8", is_flag=True, help="Static int8 quantisation (QDQ, per-channel) for CPUs; needs --calibration.")
+@click.option("--calibration", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Folder of images like the model's inputs, for --int8.")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@click.pass_context
+def export(ctx: click.Context, source: Path, generator: str | None, out: Path | None, opset: int, noise: str,
+           fp16: bool, int8: bool, calibration: Path | None, overwrite: bool) -> None:
+    """Export a trained generator (RUN_DIR or a step-<N> folder) to ONNX, verified against torch.
+
+    \b
+    Examples:
+      translate export checkpoints/horse2zebra-cyclegan                    # G_AB -> export/...-G_AB.onnx
+      translate export checkpoints/horse2zebra-cyclegan --generator G_BA
+      translate export checkpoints/facades-pix2pix --noise off --out export/facades.onnx
+      translate export checkpoints/facades-pix2pix --int8 --calibration datasets/facades/val
+    """
+    from .export import export_generator
+
+    result = export_generator(source, generator=generator, out=out, opset=opset, noise=noise, fp16=fp16,
+                              int8=int8, calibration=calibration, overwrite=overwrite, quiet=ctx.obj["quiet"])
+    for line in result.checks:
+        click.echo(f"  {line}")
+    m = result.metadata
+    click.echo(f"exported {m['family']} {m['generator']} ({m['direction']}, step {m['step']}, {m['precision']}) "
+               f"to {result.path} | max abs diff against torch {result.max_abs_diff:.2e}")
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), default=None, help="An .onnx file. [newest in export/]")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
+              help="A training run instead of --model: its generator is exported first (needs torch).")
+@click.option("--generator", default=None, metavar="NAME", help="With --checkpoint: G, G_AB or G_BA.")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Images of equal size per inference.")
+@click.option("--resize", default="keep", show_default=True, metavar="keep|N",
+              help="keep: translate at the image's own size; N: scale so the shorter side is N px first.")
+@click.option("--provider", type=click.Choice(["auto", "cuda", "tensorrt", "cpu"]), default="auto",
+              show_default=True, help="auto prefers TensorRT, then CUDA, then the CPU.")
+@click.option("--workers", type=int, default=None, help="Threads decoding and writing images. [cores, 2 to 8]")
+@click.option("--tile", type=int, default=1024, show_default=True,
+              help="Images with more pixels than N x N go through in overlapping tiles (0: never).")
+@click.option("--seed", type=int, default=None, help="Repeatable noise for pix2pix-style models. [fresh noise]")
+@click.option("--overwrite", is_flag=True, help="Translate again where an output exists. [skip it: resumable]")
+@click.option("--format", "fmt", type=click.Choice(["same", "png", "jpg"]), default="same", show_default=True,
+              help="Output format.")
+@click.pass_context
+def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, checkpoint: Path | None,
+        generator: str | None, batch_size: int, resize: str, provider: str, workers: int | None, tile: int,
+        seed: int | None, overwrite: bool, fmt: str) -> None:
+    """Translate images with an exported model: INPUT (a folder, one image, or a text file of paths)
+    -> OUT (a folder mirroring INPUT's structure).
+
+    \b
+    Examples:
+      translate run photos/ zebras/                          # newest model in export/
+      translate run photos/ out/ --model export/h2z.onnx --batch-size 8 --format jpg
+      translate run list.txt out/ --checkpoint checkpoints/facades-pix2pix --seed 0
+    """
+    from .errors import ConfigError
+    from .runtime import Translator, newest_model, plan_jobs, run_jobs
+
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    if resize != "keep" and not (resize.isdigit() and int(resize) >= 8):
+        raise ConfigError(f"--resize takes 'keep' or a size in pixels (8 or more), not {resize!r}")
+    if model is not None and checkpoint is not None:
+        raise ConfigError("--model and --checkpoint both name the model; give one")
+    jobs = plan_jobs(input_path, out, fmt)  # bad paths fail before a model is loaded
+    if checkpoint is not None:
+        model = _export_for_run(checkpoint, generator, ctx.obj["quiet"])
+    elif model is None:
+        model = newest_model("export")
+        if model is None:
+            raise ConfigError("no --model given and export/ holds no .onnx file; export one with 'translate export "
+                              "checkpoints/<run>', or pass --model FILE.onnx or --checkpoint RUN_DIR")
+        log.info("using %s (the newest model in export/)", model)
+    translator = Translator(model, provider=provider, seed=seed, tile=tile, batch_size=batch_size)
+    log.info("model %s on %s | %d image(s) -> %s", model, translator.provider, len(jobs), out)
+    summary = run_jobs(translator, jobs, workers=workers, overwrite=overwrite,
+                       resize=None if resize == "keep" else int(resize), progress=not ctx.obj["quiet"])
+    for src, reason in summary.failed:
+        click.echo(f"failed: {src}: {reason}", err=True)
+    rate = summary.done / summary.seconds if summary.seconds else 0.0
+    click.echo(f"translated {summary.done} image(s) in {summary.seconds:.1f} s ({rate:.2f} img/s) into {out}"
+               + (f"; {summary.skipped} already there (--overwrite redoes them)" if summary.skipped else "")
+               + (f"; {len(summary.failed)} failed" if summary.failed else ""), err=ctx.obj["quiet"])
+    if summary.failed:
+        sys.exit(1)
+
+
+def _export_for_run(run_dir: Path, generator: str | None, quiet: bool) -> Path:
+    """--checkpoint: export the run's latest checkpoint once (export/<run>[-G]-step<N>.onnx)."""
+    from .engine.checkpoint import resolve_checkpoint
+    from .export import export_generator
+
+    ckpt = resolve_checkpoint(run_dir)
+    run = ckpt.parent.name
+    target = Path("export") / f"{run}{'-' + generator if generator else ''}-{ckpt.name}.onnx"
+    if not target.is_file():
+        log.info("exporting %s to %s", ckpt, target)
+        export_generator(ckpt, generator=generator, out=target, quiet=quiet)
+    return target
+
+
 # --- translate data ------------------------------------------------------------------------------
 _root_option = click.option("--root", type=click.Path(path_type=Path), default=None,
                             help=f"Where data sets live. [${ROOT_ENV} or ./datasets]")

@@ -64,6 +64,28 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
     return net
 
 
+_HASH_M = 2147483647  # 2**31 - 1: every product below stays inside int64
+
+
+def hash_keep_mask(x: torch.Tensor, seeds: torch.Tensor, p: float, salt: int = 0) -> torch.Tensor:
+    """A dropout mask that is a pure function of (seed, channel, row, column): keep with probability
+    ``1 - p``. Integer arithmetic only, so torch and ONNX Runtime give bit-identical masks for any
+    image size, and the exported graph needs no random-number operator.
+
+    ``seeds``: int64, one per sample (shape ``(N,)``), in ``[0, 2**31 - 1)``.
+    """
+    n, c, h, w = x.shape
+    ci = torch.arange(c, device=x.device, dtype=torch.int64).view(1, -1, 1, 1)
+    yi = torch.arange(h, device=x.device, dtype=torch.int64).view(1, 1, -1, 1)
+    xi = torch.arange(w, device=x.device, dtype=torch.int64).view(1, 1, 1, -1)
+    s = (seeds.to(torch.int64).view(-1, 1, 1, 1) * 16807 + salt * 48271) % _HASH_M
+    k = (s + ci * 1103515245 + yi * 69069 + xi * 40692) % _HASH_M  # a position, keyed by the seed
+    for mult in (48271, 16807):  # square-and-multiply rounds mix neighbouring positions
+        k = (k * k) % _HASH_M
+        k = (k * mult + s) % _HASH_M
+    return k >= int(p * _HASH_M)
+
+
 class NoiseDropout(nn.Module):
     """Dropout used as the generator's source of noise: it stays active in ``eval()`` mode.
 
@@ -71,9 +93,13 @@ class NoiseDropout(nn.Module):
     time. ``mode`` chooses the behaviour:
 
     - ``"sample"`` (default): a fresh random mask every call, as in training.
-    - ``"fixed"``: a mask drawn from a fixed seed, so the same input always gives the same output
-      (repeatable results, and what export uses when asked for deterministic noise).
+    - ``"fixed"``: a mask that is a function of ``seed`` and the position only
+      (:func:`hash_keep_mask`), so the same input always gives the same output, on any device and
+      in ONNX Runtime.
     - ``"off"``: identity, i.e. ordinary dropout in eval mode.
+
+    For export, ``seeds`` may hold one int64 seed per sample of the batch (set by the export
+    wrapper from a graph input); it then replaces ``seed`` in the fixed mode.
     """
 
     def __init__(self, p: float = 0.5, mode: str = "sample", seed: int = 0) -> None:
@@ -83,6 +109,7 @@ class NoiseDropout(nn.Module):
         self.p = p
         self.seed = seed
         self.mode = mode
+        self.seeds: torch.Tensor | None = None
 
     @property
     def mode(self) -> str:
@@ -99,21 +126,23 @@ class NoiseDropout(nn.Module):
             return x
         if self._mode == "sample":
             return F.dropout(x, self.p, training=True)
-        # "fixed": one mask per sample position, the same on every call and device.
-        g = torch.Generator(device="cpu").manual_seed(self.seed)
-        keep = torch.rand(x.shape[1:], generator=g) >= self.p
-        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
+        seeds = self.seeds if self.seeds is not None else torch.full((x.shape[0],), 0, dtype=torch.int64,
+                                                                        device=x.device)
+        keep = hash_keep_mask(x, seeds, self.p, salt=self.seed)
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}, mode={self._mode!r}"
 
 
-def set_noise_mode(net: nn.Module, mode: str) -> nn.Module:
-    """Set the mode of every :class:`NoiseDropout` in ``net`` (see its docs)."""
+def set_noise_mode(net: nn.Module, mode: str, seeds: torch.Tensor | None = None) -> nn.Module:
+    """Set the mode of every :class:`NoiseDropout` in ``net`` (see its docs); each layer gets its
+    own salt, so layers draw different masks from one seed. ``seeds``: per-sample seeds (export)."""
     for i, m in enumerate(net.modules()):
         if isinstance(m, NoiseDropout):
             m.mode = mode
             m.seed = i
+            m.seeds = seeds
     return net
 
 

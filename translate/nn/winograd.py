@@ -129,12 +129,13 @@ class WinogradConv2d(nn.Conv2d):
         self.enabled = True
 
     def _use_winograd(self, x: torch.Tensor) -> bool:
-        return (self.enabled and x.device.type == "cpu" and x.dtype == torch.float32
+        if (not self.enabled or torch.jit.is_tracing() or torch.jit.is_scripting()
+                or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()):
+            return False  # checked first: the shape arithmetic below would be traced
+        return (x.device.type == "cpu" and x.dtype == torch.float32
                 and x.dim() == 4 and self.weight.dtype == torch.float32
                 and x.shape[0] * -(-(x.shape[2] - 2) // 4) * -(-(x.shape[3] - 2) // 4) >= MIN_TILES
-                and not torch.is_autocast_enabled("cpu")
-                and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-                and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling())
+                and not torch.is_autocast_enabled("cpu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_winograd(x):

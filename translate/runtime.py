@@ -1,0 +1,494 @@
+"""Serving exported generators with onnxruntime: the ``Translator`` API and the batch pipeline
+behind ``translate run``. Imports neither torch nor torchvision: a serving image needs only
+onnxruntime, NumPy and Pillow.
+
+```python
+from translate import Translator
+t = Translator("export/horse2zebra-cyclegan-G_AB.onnx")
+zebra = t(Image.open("horse.jpg"))          # PIL in, PIL out (any size)
+zebras = t.batch([img1, img2, img3])         # images of equal size share one inference call
+```
+
+Any image size works: the input is reflect-padded to the network's size multiple and the output
+cropped back. Images larger than ``tile`` x ``tile`` pixels are translated in overlapping tiles
+blended with feathered weights, so memory stays bounded; for networks without instance
+normalisation whose receptive field fits in the overlap's margin, the result equals the untiled one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .errors import ConfigError, DeviceError, TranslateError
+
+log = logging.getLogger("translate.run")
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+DEFAULT_TILE = 1024
+
+
+class ModelError(TranslateError):
+    """An .onnx file that is missing, unreadable or not a translate generator."""
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def create_session(model: str | Path, provider: str = "auto", threads: int | None = None):
+    """An onnxruntime session on the requested provider. ``auto`` prefers TensorRT, then CUDA,
+    then the CPU, keeping the first that really loads (a CUDA build on a machine without a GPU
+    falls back to the CPU). Returns (session, provider name used)."""
+    import onnxruntime as ort
+
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"{path} does not exist; give an .onnx file made by 'translate export'")
+    if provider not in ("auto", *PROVIDERS):
+        raise ConfigError(f"unknown provider {provider!r}; choose auto, {', '.join(PROVIDERS)}")
+    available = set(ort.get_available_providers())
+    order = [p for p in AUTO_ORDER if p == "cpu" or _gpu_usable(p)] if provider == "auto" else [provider]
+    wanted = [p for p in dict.fromkeys(order) if PROVIDERS[p] in available]
+    if provider not in ("auto", "cpu") and PROVIDERS[provider] not in available:
+        raise ConfigError(f"onnxruntime here has no {PROVIDERS[provider]} (it has {', '.join(sorted(available))}); "
+                          f"install the matching onnxruntime build or use --provider cpu")
+    ort.set_default_logger_severity(4)  # a provider that fails to load is handled here, not logged
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads or cpu_count()
+    last_error: Exception | None = None
+    for name in wanted:
+        options: dict[str, Any] = {}
+        if name == "cuda":
+            options = {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
+        elif name == "tensorrt":
+            options = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                       "trt_engine_cache_path": str(path.parent / ".trt-cache")}
+        chain = [(PROVIDERS[name], options)] + ([] if name == "cpu" else [("CPUExecutionProvider", {})])
+        try:
+            sess = ort.InferenceSession(str(path), so, providers=chain)
+        except Exception as exc:  # noqa: BLE001 - a provider that does not load: try the next
+            if "INVALID_PROTOBUF" in str(exc) or "Protobuf parsing failed" in str(exc) or "Load model" in str(exc):
+                raise ModelError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:120]}); "
+                                 f"export it again with 'translate export'") from None
+            last_error = exc
+            continue
+        used = sess.get_providers()[0]
+        if used == PROVIDERS[name]:
+            return sess, name
+        if provider != "auto" and name != "cpu":
+            raise DeviceError(f"--provider {provider}: {PROVIDERS[name]} does not load here (no GPU, or its CUDA "
+                              f"/ cuDNN / TensorRT libraries are missing); use --provider auto or cpu")
+    if last_error is not None:
+        raise ModelError(f"cannot load {path}: {str(last_error).splitlines()[0][:200]}")
+    raise ModelError(f"cannot load {path} on any provider")
+
+
+def _gpu_usable(kind: str) -> bool:
+    """Whether trying a GPU provider makes sense here: an NVIDIA driver is loaded (and, for
+    TensorRT, its library is installed). Spares CPU-only machines the providers' load errors."""
+    import ctypes.util
+
+    driver = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists() or os.name == "nt"
+    if kind == "tensorrt":
+        return driver and ctypes.util.find_library("nvinfer") is not None
+    return driver
+
+
+@dataclass
+class ModelInfo:
+    size_multiple: int = 4
+    noise: bool = False
+    train_size: int = 256
+    meta: dict[str, str] | None = None
+
+
+def model_info(sess) -> ModelInfo:
+    meta = {k[len("translate."):]: v for k, v in sess.get_modelmeta().custom_metadata_map.items()
+            if k.startswith("translate.")}
+    inputs = {i.name: i for i in sess.get_inputs()}
+    if "image" not in inputs or [o.name for o in sess.get_outputs()][:1] != ["output"]:
+        raise ModelError("the model has no 'image' input and 'output' output; it is not a translate generator "
+                         "(export one with 'translate export')")
+    norm = json.loads(meta.get("normalisation", "{}") or "{}")
+    if norm and (norm.get("mean") != [0.5] * 3 or norm.get("std") != [0.5] * 3):
+        raise ModelError(f"the model expects normalisation {norm}, which this runtime does not know")
+    return ModelInfo(size_multiple=int(meta.get("size_multiple", 4)), noise="noise_seed" in inputs,
+                     train_size=int(meta.get("train_size", 256)), meta=meta)
+
+
+# --- pixels <-> tensors ------------------------------------------------------------------------
+def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """PIL image or array -> uint8 HWC RGB (grayscale, RGBA, palette and 16-bit converted)."""
+    from .images import to_rgb
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"arrays must be uint8 HWC RGB, got {image.dtype}")
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"arrays must be HxWx3 RGB, got shape {image.shape}")
+        return np.ascontiguousarray(image[..., :3])
+    return np.asarray(to_rgb(image), dtype=np.uint8)
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad a CHW array at the bottom and right to sides divisible by ``multiple``."""
+    _, h, w = x.shape
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return x
+    # reflection needs the pad to be smaller than the side; repeat it for tiny images
+    while ph >= x.shape[1] or pw >= x.shape[2]:
+        sh, sw = min(ph, x.shape[1] - 1), min(pw, x.shape[2] - 1)
+        x = np.pad(x, ((0, 0), (0, sh), (0, sw)), mode="reflect" if min(x.shape[1:]) > 1 else "edge")
+        ph, pw = ph - sh, pw - sw
+        if x.shape[1] == 1 or x.shape[2] == 1:
+            return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+
+
+def to_input(rgb: np.ndarray) -> np.ndarray:
+    return rgb.transpose(2, 0, 1).astype(np.float32) * (1.0 / 127.5) - 1.0
+
+
+def to_pixels(out: np.ndarray, h: int, w: int) -> np.ndarray:
+    """CHW in [-1, 1] -> uint8 HWC, cropped to (h, w)."""
+    x = out[:, :h, :w].transpose(1, 2, 0)
+    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _feather(length: int, start: int, tile: int, margin: int, ramp: int) -> np.ndarray:
+    """Blend weights along one axis of a tile: ~0 within ``margin`` of an edge shared with a
+    neighbour tile, rising linearly over ``ramp``, 1 inside; image edges get full weight."""
+    i = np.arange(tile, dtype=np.float32)
+    w = np.ones(tile, dtype=np.float32)
+    if start > 0:
+        w = np.minimum(w, np.clip((i - margin + 1) / ramp, 1e-6, 1.0))
+    if start + tile < length:
+        w = np.minimum(w, np.clip((tile - i - margin) / ramp, 1e-6, 1.0))
+    return w
+
+
+def tile_starts(length: int, tile: int, overlap: int, multiple: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = max(multiple, (tile - overlap) // multiple * multiple)
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+# --- the translator ----------------------------------------------------------------------------
+class Translator:
+    """An exported generator, ready to translate images (see the module docs).
+
+    ``seed``: for models whose noise is their dropout (pix2pix), ``None`` draws fresh noise for every
+    image (what training samples show) and an integer makes the outputs repeatable.
+    ``tile``: images with more than ``tile`` x ``tile`` pixels go through in overlapping tiles
+    (0: never).
+    """
+
+    def __init__(self, model: str | Path, *, provider: str = "auto", threads: int | None = None,
+                 seed: int | None = None, tile: int = DEFAULT_TILE, batch_size: int = 4) -> None:
+        self.path = Path(model)
+        self.session, self.provider = create_session(self.path, provider, threads)
+        self.info = model_info(self.session)
+        self.multiple = self.info.size_multiple
+        self.seed = seed
+        self.batch_size = max(1, batch_size)
+        self.tile = 0 if not tile else max(self.multiple, tile // self.multiple * self.multiple)
+        self.overlap = max(2 * self.multiple, -(-128 // self.multiple) * self.multiple)
+        self._rng = np.random.default_rng(seed)
+        self._on_gpu = self.provider in ("cuda", "tensorrt")
+
+    def __repr__(self) -> str:
+        return f"Translator({str(self.path)!r}, provider={self.provider!r})"
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.info.meta or {})
+
+    # public API --------------------------------------------------------------------------------
+    def __call__(self, image: Image.Image | np.ndarray, *, key: str | None = None) -> Image.Image:
+        return self.batch([image], keys=None if key is None else [key])[0]
+
+    def batch(self, images: Sequence[Image.Image | np.ndarray], *,
+              keys: Sequence[str] | None = None) -> list[Image.Image]:
+        arrays = [to_rgb_array(im) for im in images]
+        return [Image.fromarray(a) for a in self.translate_arrays(arrays, keys=keys)]
+
+    def translate_arrays(self, arrays: Sequence[np.ndarray], *,
+                         keys: Sequence[str] | None = None) -> list[np.ndarray]:
+        """uint8 HWC RGB arrays in, the same out; equal shapes are batched together."""
+        out: list[np.ndarray | None] = [None] * len(arrays)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, a in enumerate(arrays):
+            groups.setdefault(a.shape[:2], []).append(i)
+        for idx in groups.values():
+            for j in range(0, len(idx), self.batch_size):
+                part = idx[j: j + self.batch_size]
+                res = self.run_same_shape([arrays[i] for i in part], [keys[i] for i in part] if keys else None)
+                for i, r in zip(part, res):
+                    out[i] = r
+        return out  # type: ignore[return-value]
+
+    # the work ----------------------------------------------------------------------------------
+    def seeds_for(self, n: int, keys: Sequence[str] | None = None) -> np.ndarray:
+        """One noise seed per image: fresh, or (with ``seed``) from the seed and the image's key."""
+        if self.seed is None:
+            return self._rng.integers(0, 2**31 - 1, n, dtype=np.int64)
+        if keys is None:
+            return np.full(n, self.seed % (2**31 - 1), dtype=np.int64)
+        return np.array([zlib.crc32(f"{self.seed}:{k}".encode()) % (2**31 - 1) for k in keys], dtype=np.int64)
+
+    def needs_tiling(self, h: int, w: int) -> bool:
+        ph, pw = -(-h // self.multiple) * self.multiple, -(-w // self.multiple) * self.multiple
+        return bool(self.tile) and ph * pw > self.tile * self.tile and max(ph, pw) > self.tile
+
+    def run_same_shape(self, arrays: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[np.ndarray]:
+        h, w = arrays[0].shape[:2]
+        seeds = self.seeds_for(len(arrays), keys)
+        if self.needs_tiling(h, w):
+            return [self._tiled(a, int(s)) for a, s in zip(arrays, seeds)]
+        x = np.stack([pad_to_multiple(to_input(a), self.multiple) for a in arrays])
+        y = self.infer(x, seeds)
+        return [to_pixels(y[i], h, w) for i in range(len(arrays))]
+
+    def infer(self, x: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
+        """The raw model: float32 NCHW in [-1, 1] with sides a multiple of ``size_multiple``."""
+        feed: dict[str, np.ndarray] = {"image": np.ascontiguousarray(x, dtype=np.float32)}
+        if self.info.noise:
+            feed["noise_seed"] = seeds if seeds is not None else self.seeds_for(x.shape[0])
+        if self._on_gpu:
+            return self._infer_bound(feed)
+        return self.session.run(["output"], feed)[0]
+
+    def _infer_bound(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """IO binding on the GPU: inputs copied once, the output allocated on the device."""
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        for name, value in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        binding.bind_output("output", "cuda", 0)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def _tiled(self, rgb: np.ndarray, seed: int) -> np.ndarray:
+        """Overlapping tiles, blended; the noise seed is shared, so masks agree across tiles."""
+        h, w = rgb.shape[:2]
+        x = pad_to_multiple(to_input(rgb), self.multiple)
+        _, H, W = x.shape
+        t = self.tile
+        th, tw = min(t, H), min(t, W)
+        margin = self.overlap // 4
+        ramp = max(1, self.overlap - 2 * margin)
+        acc = np.zeros((3, H, W), dtype=np.float32)
+        wsum = np.zeros((H, W), dtype=np.float32)
+        boxes = [(y0, x0) for y0 in tile_starts(H, th, self.overlap, self.multiple)
+                 for x0 in tile_starts(W, tw, self.overlap, self.multiple)]
+        for j in range(0, len(boxes), self.batch_size):
+            part = boxes[j: j + self.batch_size]
+            batch = np.stack([x[:, y0: y0 + th, x0: x0 + tw] for y0, x0 in part])
+            y = self.infer(batch, np.full(len(part), seed, dtype=np.int64))
+            for k, (y0, x0) in enumerate(part):
+                wt = np.outer(_feather(H, y0, th, margin, ramp), _feather(W, x0, tw, margin, ramp))
+                acc[:, y0: y0 + th, x0: x0 + tw] += y[k] * wt
+                wsum[y0: y0 + th, x0: x0 + tw] += wt
+        return to_pixels(acc / wsum, h, w)
+
+
+def newest_model(folder: str | Path = "export") -> Path | None:
+    models = sorted(Path(folder).glob("*.onnx"), key=lambda p: p.stat().st_mtime) if Path(folder).is_dir() else []
+    return models[-1] if models else None
+
+
+def iter_chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# --- translate run: files in, files out --------------------------------------------------------
+WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
+            ".webp": "WEBP", ".ppm": "PPM"}
+LIST_SUFFIXES = {".txt", ".lst", ".list"}
+
+
+@dataclass
+class Job:
+    src: Path
+    dst: Path
+    key: str  # relative path: names the output and keys the noise seed
+
+
+@dataclass
+class RunSummary:
+    done: int = 0
+    skipped: int = 0  # outputs already there
+    failed: list[tuple[Path, str]] | None = None
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.failed = self.failed or []
+
+
+def output_suffix(src: Path, fmt: str) -> str:
+    if fmt == "png":
+        return ".png"
+    if fmt == "jpg":
+        return ".jpg"
+    suffix = src.suffix.lower()
+    return suffix if suffix in WRITABLE else ".png"  # e.g. .gif, .pgm: written as PNG
+
+
+def plan_jobs(input_path: str | Path, out: str | Path, fmt: str = "same") -> list[Job]:
+    """What to translate and where each output goes. INPUT: a folder (walked recursively, the
+    structure mirrored under OUT), one image (OUT a folder, or a file name with an image suffix),
+    or a text file listing image paths (relative ones from the list's folder)."""
+    from .images import is_image_file
+
+    src, out = Path(input_path), Path(out)
+    if not src.exists():
+        raise ConfigError(f"{src} does not exist; give a folder of images, one image, or a text file listing images")
+    if src.is_dir():
+        root_in, root_out = src.resolve(), out.resolve()
+        if root_out == root_in or root_in in root_out.parents:
+            raise ConfigError(f"the output folder {out} is inside the input folder {src}; outputs would be read as "
+                              f"inputs on the next run. Choose an output folder outside {src}")
+        files = sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            raise ConfigError(f"{src} holds no images (png, jpg, ...); check the path")
+        return [Job(p, out / p.relative_to(src).with_suffix(output_suffix(p, fmt)), str(p.relative_to(src)))
+                for p in files]
+    if src.suffix.lower() in LIST_SUFFIXES:
+        lines = [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines()]
+        paths = [(src.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines
+                 if ln and not ln.startswith("#")]
+        if not paths:
+            raise ConfigError(f"{src} lists no image paths; write one path per line")
+        base = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+        jobs = []
+        for p in paths:
+            rel = p.resolve().relative_to(base)
+            jobs.append(Job(p, out / rel.with_suffix(output_suffix(p, fmt)), str(rel)))
+        return jobs
+    if out.suffix.lower() in WRITABLE and not out.is_dir():
+        return [Job(src, out, src.name)]
+    return [Job(src, out / Path(src.name).with_suffix(output_suffix(src, fmt)), src.name)]
+
+
+def decode(path: Path, resize: int | None = None) -> np.ndarray:
+    """uint8 HWC RGB, EXIF orientation applied; ``resize``: scale so the shorter side is that."""
+    from .images import load_rgb
+
+    rgb = load_rgb(path)
+    if resize:
+        h, w = rgb.shape[:2]
+        s = resize / min(h, w)
+        size = (max(1, round(w * s)), max(1, round(h * s)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC))
+    return rgb
+
+
+def encode(rgb: np.ndarray, dst: Path) -> None:
+    from .fileio import atomic_path
+
+    fmt = WRITABLE.get(dst.suffix.lower(), "PNG")
+    kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    with atomic_path(dst) as tmp:
+        Image.fromarray(rgb).save(tmp, format=fmt, **kwargs)
+
+
+def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = None, overwrite: bool = False,
+             resize: int | None = None, progress: bool = True) -> RunSummary:
+    """Translate ``jobs`` with decoding and encoding on a thread pool, overlapped with inference:
+    while the model runs on one batch, the pool decodes the next ones and writes the last ones.
+    Images of equal shape are batched. A bad file is reported and skipped."""
+    import time
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    summary = RunSummary()
+    todo = [j for j in jobs if overwrite or not j.dst.exists()]
+    summary.skipped = len(jobs) - len(todo)
+    workers = workers or max(2, min(8, cpu_count()))
+    window = max(2 * translator.batch_size, 2 * workers)  # decoded images in flight: bounded memory
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), unit="img", desc="translate", disable=not progress, dynamic_ncols=True)
+    buckets: dict[tuple[int, int], list[tuple[Job, np.ndarray]]] = {}
+    writes: deque[tuple[Job, Future]] = deque()
+
+    def finish_writes(block: bool) -> None:
+        while writes and (block or writes[0][1].done()):
+            job, fut = writes.popleft()
+            try:
+                fut.result()
+                summary.done += 1
+            except Exception as exc:  # noqa: BLE001 - disk full, permissions: reported per file
+                summary.failed.append((job.src, f"cannot write {job.dst}: {exc}"))
+            bar.update(1)
+
+    def infer(items: list[tuple[Job, np.ndarray]]) -> None:
+        try:
+            outs = translator.run_same_shape([a for _, a in items], [j.key for j, _ in items])
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on one huge batch: report, go on
+            for job, _ in items:
+                summary.failed.append((job.src, f"translation failed: {exc}"))
+                bar.update(1)
+            return
+        for (job, _), rgb in zip(items, outs):
+            writes.append((job, pool.submit(encode, rgb, job.dst)))
+        finish_writes(block=False)
+        bar.set_postfix_str(f"{summary.done / max(time.perf_counter() - start, 1e-9):.2f} img/s", refresh=False)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="translate-io") as pool:
+        pending: deque[tuple[Job, Future]] = deque()
+        it = iter(todo)
+        for job in it:
+            pending.append((job, pool.submit(decode, job.src, resize)))
+            if len(pending) >= window:
+                break
+        while pending:
+            job, fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(decode, nxt.src, resize)))
+            try:
+                rgb = fut.result()
+            except Exception as exc:  # noqa: BLE001 - corrupt or not an image
+                summary.failed.append((job.src, f"not a readable image ({type(exc).__name__}: {exc})"))
+                bar.update(1)
+                continue
+            shape = rgb.shape[:2]
+            bucket = buckets.setdefault(shape, [])
+            bucket.append((job, rgb))
+            if len(bucket) >= translator.batch_size or translator.needs_tiling(*shape):
+                infer(buckets.pop(shape))
+        for items in buckets.values():
+            infer(items)
+        finish_writes(block=True)
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
