@@ -15,6 +15,9 @@ class Behaviour:
     ignore_range: bool = False
     fail_status: dict[str, int] = field(default_factory=dict)  # path -> HTTP status to answer with
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    no_length: bool = False  # no Content-Length: the body ends when the connection closes
+    truncate_first: dict[str, int] = field(default_factory=dict)  # path -> bytes sent (no length) the first time
+    range_shift: int = 0  # answer a Range request with a range starting this many bytes off
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -36,7 +39,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         start = 0
         if rng and not b.ignore_range and rng.startswith("bytes="):
-            start = int(rng[6:].split("-")[0])
+            start = int(rng[6:].split("-")[0]) + b.range_shift
+            b.range_shift = 0
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
@@ -48,6 +52,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
+        cut = b.truncate_first.pop(self.path, None)
+        if cut is not None or b.no_length:
+            self.end_headers()
+            self.wfile.write(body[:cut] if cut is not None else body)
+            self.close_connection = True
+            return
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()

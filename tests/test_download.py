@@ -60,8 +60,8 @@ def server():
 def test_good_download_is_verified_and_complete(server, tmp_path):
     data = payload()
     url = server.add("/d/set.zip", data)
-    out = fetch(RemoteFile(url, "set.zip", len(data), sha(data)), tmp_path / "set.zip", quiet=True)
-    assert out.read_bytes() == data
+    out, digest = fetch(RemoteFile(url, "set.zip", len(data), sha(data)), tmp_path / "set.zip", quiet=True)
+    assert out.read_bytes() == data and digest == sha(data)
     assert not (tmp_path / "set.zip.part").exists()
 
 
@@ -108,20 +108,23 @@ def test_corrupt_download_is_removed_and_the_error_names_both_digests(server, tm
 def test_wrong_size_is_refused(server, tmp_path):
     data = payload()
     url = server.add("/set.zip", data[:-10])
-    with pytest.raises(DataError, match="expected"):
-        fetch(RemoteFile(url, "set.zip", None, sha(data)), tmp_path / "set.zip", quiet=True)
+    with pytest.raises(DataError, match="bytes, expected"):
+        fetch(RemoteFile(url, "set.zip", len(data), None), tmp_path / "set.zip", quiet=True, retries=1)
     assert not list(tmp_path.iterdir())
 
 
-def test_unpublished_digest_is_recorded_then_enforced(server, tmp_path):
+def test_a_recorded_digest_is_enforced(server, tmp_path):
+    """fetch checks against a digest recorded earlier (recording is the caller's, once unpacked)."""
     data = payload()
     url = server.add("/set.zip", data)
     store = ChecksumStore(tmp_path)
-    fetch(RemoteFile(url, "set.zip"), tmp_path / "dl" / "set.zip", store=store, key="x/set.zip", quiet=True)
-    assert store.get("x/set.zip") == {"size": len(data), "sha256": sha(data)}
+    _, digest = fetch(RemoteFile(url, "set.zip"), tmp_path / "dl" / "set.zip", store=store, key="x/set.zip",
+                      quiet=True)
+    assert digest == sha(data) and store.get("x/set.zip") is None
+    store.record("x/set.zip", len(data), digest)
     (tmp_path / "dl" / "set.zip").unlink()
     server.behaviour.files["/set.zip"] = payload(seed=1)  # the server now serves something else
-    with pytest.raises(DataError, match="corrupt"):
+    with pytest.raises(DataError, match="recorded by its first download"):
         fetch(RemoteFile(url, "set.zip"), tmp_path / "dl" / "set.zip", store=store, key="x/set.zip", quiet=True)
 
 
@@ -286,3 +289,62 @@ def test_retry_log_says_what_happened(server, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="translate.data"):
         fetch(RemoteFile(url, "set.zip", len(data), sha(data)), tmp_path / "set.zip", quiet=True, backoff=0)
     assert any("interrupted" in r.message for r in caplog.records)
+
+
+def test_no_content_length(server, tmp_path):
+    data = payload()
+    url = server.add("/set.zip", data)
+    server.behaviour.no_length = True
+    out, digest = fetch(RemoteFile(url, "set.zip", None, None), tmp_path / "set.zip", quiet=True)
+    assert out.read_bytes() == data and digest == sha(data)
+
+
+def test_complete_part_file_of_unknown_size_is_kept_on_416(server, tmp_path):
+    data = payload()
+    url = server.add("/set.zip", data)
+    (tmp_path / "set.zip.part").write_bytes(data)
+    out, digest = fetch(RemoteFile(url, "set.zip"), tmp_path / "set.zip", quiet=True)
+    assert out.read_bytes() == data and [r for _, r in server.behaviour.requests] == [f"bytes={len(data)}-"]
+
+
+def test_a_206_for_another_range_is_not_appended(server, tmp_path):
+    data = payload()
+    url = server.add("/set.zip", data)
+    (tmp_path / "set.zip.part").write_bytes(data[:5000])
+    server.behaviour.range_shift = 100
+    out, _ = fetch(RemoteFile(url, "set.zip", None, None), tmp_path / "set.zip", quiet=True, backoff=0)
+    assert out.read_bytes() == data
+    assert [r for _, r in server.behaviour.requests] == ["bytes=5000-", None]
+
+
+def test_a_wrong_file_put_by_hand_is_replaced_by_a_download(server, tmp_path):
+    data = payload()
+    url = server.add("/set.zip", data)
+    (tmp_path / "set.zip").write_bytes(b"something else")
+    out, _ = fetch(RemoteFile(url, "set.zip", len(data), sha(data)), tmp_path / "set.zip", quiet=True)
+    assert out.read_bytes() == data
+
+
+def test_folders_zipped_on_windows_and_duplicate_members(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("set\\trainA\\"), b"")
+        zf.writestr("set/trainA/a.jpg", b"a")
+    arc = tmp_path / "w.zip"
+    arc.write_bytes(buf.getvalue())
+    extract(arc, tmp_path / "out", root_in_archive="set", quiet=True)
+    assert (tmp_path / "out" / "trainA" / "a.jpg").read_bytes() == b"a"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("set/a", b"file")
+        zf.writestr("set/a/b.jpg", b"then a folder of the same name")
+    arc.write_bytes(buf.getvalue())
+    with pytest.raises(DataError, match="both a file and a folder"):
+        extract(arc, tmp_path / "out2", root_in_archive="set", quiet=True)
+    assert not (tmp_path / "out2").exists()
+
+
+def test_damaged_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(DataError, match="damaged"):
+        check_manifest(tmp_path, quiet=True)

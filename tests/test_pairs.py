@@ -252,11 +252,14 @@ def test_mirror_by_option_and_environment(server, register, tmp_path):
     server.add("/mirror/toy2toy.zip", data)
     code, text = invoke("data", "download", "toy2toy", "--root", tmp_path / "a", "--mirror", server.url + "/mirror")
     assert code == 0, text
+    # a flat mirror folder works; <mirror>/<name>/<file> is tried first (MNIST and Fashion-MNIST share names)
+    assert [p for p, _ in server.behaviour.requests] == ["/mirror/toy2toy/toy2toy.zip", "/mirror/toy2toy.zip"]
+    server.add("/mirror/toy2toy/toy2toy.zip", data)
     code, text = invoke("data", "download", "toy2toy", "--root", tmp_path / "b",
                         env={pairs.MIRROR_ENV: server.url + "/mirror/"})
     assert code == 0, text
     assert (tmp_path / "b" / "toy2toy" / "trainB").is_dir()
-    assert [p for p, _ in server.behaviour.requests] == ["/mirror/toy2toy.zip"] * 2
+    assert server.behaviour.requests[-1][0] == "/mirror/toy2toy/toy2toy.zip" and len(server.behaviour.requests) == 3
 
 
 def test_from_archive_checks_and_unpacks_a_local_file(register, tmp_path):
@@ -279,7 +282,8 @@ def test_offline_message_says_which_url_to_fetch_and_where_to_put_it(register, t
     url = closed_port_url("/cyclegan/toy2toy.zip")
     register(toy_unpaired(url, unpaired_zip()))
     code, text = invoke("data", "download", "toy2toy", "--root", tmp_path)
-    line = one_line_error(code, text, url, str(tmp_path / "downloads" / "toy2toy" / "toy2toy.zip"), "--from-archive")
+    line = one_line_error(code, text, url, f"put it in {tmp_path / 'downloads' / 'toy2toy'}",
+                          "translate data download toy2toy --from-archive FILE")
     assert "internet" in line
     # the file put there by hand is then used
     dest = tmp_path / "downloads" / "toy2toy" / "toy2toy.zip"
@@ -478,3 +482,56 @@ def test_docs_list_every_data_set():
     text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
     for ds in pairs.DATASETS.values():
         assert f"| `{ds.name}` | {ds.kind} |" in text, ds.name
+
+
+def test_a_truncated_download_is_removed_and_its_digest_never_recorded(server, register, tmp_path):
+    """No published size or sha256 and no Content-Length: a cut-off archive looks complete until it
+    fails to unpack. It must not become the trusted digest."""
+    data = aligned_tar()
+    ds = register(toy_paired(server.add("/toyfacades.tar.gz", data)))
+    server.behaviour.truncate_first["/toyfacades.tar.gz"] = len(data) // 2
+    code, text = invoke("data", "download", ds.name, "--root", tmp_path)
+    one_line_error(code, text, "damaged", "removed the download", "run the command again")
+    assert not (tmp_path / "checksums.json").exists()
+    assert not (tmp_path / "downloads" / ds.name / "toyfacades.tar.gz").exists()
+    code, text = invoke("data", "download", ds.name, "--root", tmp_path)
+    assert code == 0, text
+    assert json.loads((tmp_path / "checksums.json").read_text())[f"{ds.name}/toyfacades.tar.gz"]["sha256"] == sha(data)
+
+
+def test_a_wrong_from_archive_file_is_not_recorded(register, tmp_path):
+    ds = register(toy_paired(closed_port_url("/toyfacades.tar.gz")))
+    wrong = tmp_path / "toyfacades.tar.gz"
+    wrong.write_bytes(unpaired_zip())  # a zip, named like the tar
+    code, text = invoke("data", "download", ds.name, "--root", tmp_path / "r", "--from-archive", wrong)
+    assert code != 0 and "Traceback" not in text
+    assert not (tmp_path / "r" / "checksums.json").exists()
+    assert wrong.is_file()  # never deleted: it is the user's
+
+
+def test_root_is_a_data_set_folder_only_for_that_data_set(tmp_path):
+    for i in range(2):
+        write_image(tmp_path / "facades" / "train" / f"{i}.jpg", size=(80, 40))
+    code, text = invoke("data", "list", "--root", tmp_path / "facades")
+    downloaded = {line.split()[0] for line in text.splitlines() if line.rstrip().endswith("yes")}
+    assert downloaded == {"facades"}
+    one_line_error(*invoke("data", "verify", "maps", "--root", tmp_path / "facades"), "maps is not in")
+
+
+def test_stale_partial_folders_are_cleaned(server, register, tmp_path):
+    data = unpaired_zip()
+    ds = register(toy_unpaired(server.add("/toy2toy.zip", data), data))
+    stale = tmp_path / ".toy2toy.abc123.partial"
+    (stale / "trainA").mkdir(parents=True)
+    assert invoke("data", "download", ds.name, "--root", tmp_path)[0] == 0
+    assert not stale.exists()
+
+
+def test_skip_checksum_accepts_a_repacked_archive(server, register, tmp_path):
+    data = unpaired_zip()
+    repacked = unpaired_zip(extra={"toy2toy/readme.txt": b"repacked"})
+    ds = register(toy_unpaired(server.add("/toy2toy.zip", repacked), data))
+    one_line_error(*invoke("data", "download", ds.name, "--root", tmp_path), "--skip-checksum")
+    code, text = invoke("data", "download", ds.name, "--root", tmp_path, "--skip-checksum")
+    assert code == 0, text
+    assert (tmp_path / "toy2toy" / "trainA").is_dir()

@@ -362,9 +362,12 @@ def data_list(root: Path | None) -> None:
               help="Use an archive downloaded elsewhere (checked, then unpacked; the file is left as it is).")
 @click.option("--keep-archive", is_flag=True, help="Keep the downloaded archive after unpacking it.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds without data before a retry.")
+@click.option("--skip-checksum", is_flag=True,
+              help="Accept an archive whose size or sha256 differs from the registry's (a repacked archive); "
+                   "a warning says so.")
 @click.pass_context
 def data_download(ctx: click.Context, name: str, root: Path | None, mirror: str | None, from_archive: Path | None,
-                  keep_archive: bool, timeout: float) -> None:
+                  keep_archive: bool, timeout: float, skip_checksum: bool) -> None:
     """Download, verify and unpack the data set NAME (nothing happens if it is already there)."""
     from .data import pairs
 
@@ -374,7 +377,7 @@ def data_download(ctx: click.Context, name: str, root: Path | None, mirror: str 
         click.echo(f"{ds.name} is already in {found}; 'translate data verify {ds.name}' checks it")
         return
     folder = pairs.ensure(ds, root, mirror=mirror, from_archive=from_archive, keep_archive=keep_archive,
-                          quiet=ctx.obj["quiet"], timeout=timeout)
+                          skip_checksum=skip_checksum, quiet=ctx.obj["quiet"], timeout=timeout)
     click.echo(f"{ds.name} ready in {folder}")
 
 

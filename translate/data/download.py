@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import ssl
 import stat
 import tarfile
 import tempfile
@@ -139,25 +140,37 @@ def _open(url: str, offset: int, timeout: float):
     return urllib.request.urlopen(req, timeout=timeout)
 
 
-def _verify(path: Path, got_sha: str, rf: RemoteFile, key: str, store: ChecksumStore | None, url: str) -> None:
-    """Compare a complete file with the published or recorded sha256; record it where neither exists."""
+def expected_digest(rf: RemoteFile, key: str, store: ChecksumStore | None) -> tuple[str | None, str]:
+    """The sha256 a file must have, and where that comes from ("published" or the store's path)."""
+    if rf.sha256:
+        return rf.sha256, "published"
+    rec = (store.get(key) or {}).get("sha256") if store else None
+    return (rec, f"recorded by its first download in {store.path}") if rec else (None, "")
+
+
+def _verify(path: Path, got_sha: str, rf: RemoteFile, key: str, store: ChecksumStore | None, url: str, *,
+            placed: bool = False, skip_checksum: bool = False) -> None:
+    """Compare a complete file with the published or recorded size and sha256; remove it on a
+    mismatch. Recording a digest is the caller's job, once the file has proved good (unpacked)."""
     size = path.stat().st_size
-    expected = rf.sha256 or ((store.get(key) or {}).get("sha256") if store else None)
-    if rf.size is not None and size != rf.size:
+    expected, origin = expected_digest(rf, key, store)
+    what = f"{path} (already there, put by hand or by an earlier run)" if placed else f"{rf.filename} from {url}"
+    again = (f"fetch {rf.url} again" if placed else "run the command again to download it afresh (if this "
+             "repeats, the server or mirror serves another file)")
+    if rf.size is not None and size != rf.size and not skip_checksum:
         path.unlink()
-        raise DataError(f"{rf.filename} from {url} has {size} bytes, expected {rf.size}; removed it. Run the "
-                        f"command again to download it afresh (if this repeats, the server serves another file)")
-    if expected is None:
-        if store is not None:
-            store.record(key, size, got_sha)
-            log.info("note: no published sha256 for %s; recorded %s in %s, later downloads are checked "
-                     "against it", rf.filename, got_sha, store.path)
-        return
-    if got_sha != expected:
+        raise DataError(f"{what} has {size} bytes, expected {rf.size}; removed it: {again}; if the publisher "
+                        f"repacked the archive, --skip-checksum accepts it")
+    if expected is not None and got_sha != expected:
+        if skip_checksum:
+            log.warning("%s has sha256 %s, not the %s %s; used anyway (--skip-checksum)", what, got_sha, origin,
+                        expected)
+            return
         path.unlink()
-        raise DataError(f"{rf.filename} from {url} is corrupt: expected sha256 {expected}, got {got_sha}; removed "
-                        f"it. Run the command again to download it afresh (if this repeats, the server or mirror "
-                        f"serves a different file)")
+        hint = ("; if the publisher changed the file, delete its entry there" if origin != "published" else
+                "; if the publisher repacked the archive, --skip-checksum accepts it")
+        raise DataError(f"{what} is corrupt: expected sha256 {expected} ({origin}), got {got_sha}; removed it: "
+                        f"{again}{hint}")
 
 
 class _LocalError(Exception):
@@ -181,36 +194,42 @@ class _Partial:
         self.have, self.hasher = 0, hashlib.sha256()
 
 
-def fetch(rf: RemoteFile, dest: Path, *, mirror: str | None = None, store: ChecksumStore | None = None,
-          key: str | None = None, timeout: float = 30.0, retries: int = 4, backoff: float = 1.0,
-          quiet: bool = False) -> Path:
+def fetch(rf: RemoteFile, dest: Path, *, mirror: str | None = None, urls: list[str] | None = None,
+          store: ChecksumStore | None = None, key: str | None = None, timeout: float = 30.0, retries: int = 4,
+          backoff: float = 1.0, skip_checksum: bool = False, quiet: bool = False) -> tuple[Path, str]:
     """Download ``rf`` to ``dest`` (verified), resuming ``dest.part`` if a previous attempt left one.
+    Returns the path and its sha256.
 
-    ``mirror`` replaces the URL's folder: ``<mirror>/<filename>``. ``retries`` counts consecutive
-    attempts that made no progress; an attempt that received bytes resets the count. A file already
-    at ``dest`` (an earlier download, or one put there by hand) is verified and used.
+    The URLs tried, in order: ``urls`` if given, else ``<mirror>/<filename>`` with a mirror, else the
+    official URL and its alternates. ``retries`` counts consecutive attempts that made no progress;
+    an attempt that received bytes resets the count. A file already at ``dest`` (an earlier
+    download, or one put there by hand) is verified and used; a wrong one is removed and fetched.
     """
     key = key or rf.filename
-    urls = [f"{mirror.rstrip('/')}/{rf.filename}"] if mirror else [rf.url, *rf.alternates]
+    urls = urls or ([f"{mirror.rstrip('/')}/{rf.filename}"] if mirror else [rf.url, *rf.alternates])
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        _verify(dest, sha256_file(dest), rf, key, store, urls[0])
-        return dest
+        digest = sha256_file(dest)
+        try:
+            _verify(dest, digest, rf, key, store, urls[0], placed=True, skip_checksum=skip_checksum)
+            return dest, digest
+        except DataError as exc:
+            log.warning("%s; downloading it", str(exc).split(": fetch")[0])
     first_error: DataError | None = None
-    for url in urls:
+    for i, url in enumerate(urls):
         try:
             return _fetch_url(url, rf, dest, store=store, key=key, timeout=timeout, retries=retries,
-                              backoff=backoff, quiet=quiet, mirror=mirror)
+                              backoff=backoff, quiet=quiet, mirror=mirror, skip_checksum=skip_checksum)
         except (OfflineError, UnavailableError) as exc:
             first_error = first_error or exc
-            if url != urls[-1]:
-                log.info("%s; trying %s", exc.args[0].split(";")[0].split(". On")[0], urls[urls.index(url) + 1])
+            if i + 1 < len(urls):
+                log.info("%s; trying %s", str(exc).split(". On a machine")[0], urls[i + 1])
     assert first_error is not None
     raise first_error
 
 
 def _fetch_url(url: str, rf: RemoteFile, dest: Path, *, store: ChecksumStore | None, key: str, timeout: float,
-               retries: int, backoff: float, quiet: bool, mirror: str | None) -> Path:
+               retries: int, backoff: float, quiet: bool, mirror: str | None, skip_checksum: bool) -> tuple[Path, str]:
     part = _Partial(dest.with_name(dest.name + ".part"))
     if rf.size is not None and part.have > rf.size:
         part.restart()
@@ -242,8 +261,11 @@ def _fetch_url(url: str, rf: RemoteFile, dest: Path, *, store: ChecksumStore | N
                     raise UnavailableError(f"{url} answered HTTP {exc.code} {exc.reason}; check the URL"
                                     f"{' and the mirror' if mirror else ''}, or fetch the file elsewhere and pass "
                                     f"it with --from-archive") from None
-            except (urllib.error.URLError, OSError) as exc:  # DNS, refused, unreachable, reset, timeout
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # DNS, refused, reset, ...
                 reason = getattr(exc, "reason", exc)
+                if isinstance(reason, ssl.SSLCertVerificationError):
+                    raise DataError(f"the TLS certificate of {url} could not be verified ({reason.verify_message}); "
+                                    f"check the machine's clock and CA certificates, or use --mirror") from None
                 last_error = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
             failures = 0 if part.have > before else failures + 1
             if failures >= retries:
@@ -257,17 +279,23 @@ def _fetch_url(url: str, rf: RemoteFile, dest: Path, *, store: ChecksumStore | N
             time.sleep(wait)
     os.replace(part.path, dest)
     fsync_dir(dest.parent)
-    _verify(dest, part.hasher.hexdigest(), rf, key, store, url)
-    return dest
+    digest = part.hasher.hexdigest()
+    _verify(dest, digest, rf, key, store, url, skip_checksum=skip_checksum)
+    return dest, digest
 
 
 def _transfer(url: str, part: _Partial, timeout: float, bar, size: int | None) -> bool:
     """One HTTP request appending to the partial file. Returns whether the file is complete."""
     with _open(url, part.have, timeout) as resp:
-        if part.have and getattr(resp, "status", 200) != 206:  # Range ignored: the whole file comes again
-            log.info("%s does not support resuming; downloading from the start", url)
+        status = getattr(resp, "status", 200)
+        first = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
+        if part.have and (status != 206 or not first.isdigit() or int(first) != part.have):
+            # Range ignored (the whole file comes again), or a range that is not ours
+            log.info("%s did not resume at byte %d; downloading from the start", url, part.have)
             part.restart()
             bar.reset(total=size)
+            if status == 206:
+                return False  # drop this answer; the next attempt asks from byte 0
         length = resp.headers.get("Content-Length")
         end = part.have + int(length) if length and length.isdigit() else size
         try:
@@ -321,8 +349,8 @@ def _members(archive: Path, fmt: str, stack) -> Iterator[_Member]:
             if stat.S_ISLNK(mode):
                 raise DataError(f"{archive} holds a link ({info.filename}); refusing to extract it. The archive "
                                 f"is not a genuine data set archive; delete it")
-            yield _Member(info.filename, info.file_size, info.is_dir(),
-                          None if info.is_dir() else (lambda i=info: zf.open(i)))
+            is_dir = info.is_dir() or info.filename.endswith("\\")  # folders zipped on Windows
+            yield _Member(info.filename, info.file_size, is_dir, None if is_dir else (lambda i=info: zf.open(i)))
     elif fmt in ("tar", "tar.gz", "tgz", "tar.bz2", "tar.xz"):
         tf = stack(tarfile.open(archive, "r:*"))
         for info in tf:
@@ -412,10 +440,15 @@ def _write_members(listed, tmp: Path, archive: Path, max_bytes: int | None, tota
             if m.is_dir:
                 out.mkdir(parents=True, exist_ok=True)
                 continue
-            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                dst_file = open(out, "xb")  # noqa: SIM115 - closed below
+            except (FileExistsError, IsADirectoryError, NotADirectoryError):
+                raise DataError(f"{archive} holds {m.name} twice, or as both a file and a folder; it is damaged, "
+                                f"delete it and download it again") from None
             h = hashlib.sha256()
             size = 0
-            with m.open() as src, open(out, "wb") as dst:
+            with m.open() as src, dst_file as dst:
                 while chunk := src.read(CHUNK):
                     size += len(chunk)
                     written += len(chunk)
@@ -454,8 +487,13 @@ def check_manifest(folder: Path, *, deep: bool = True, quiet: bool = False) -> l
     """Problems with ``folder`` against the manifest its extraction wrote: missing files, wrong sizes,
     and (``deep``) wrong contents. An empty list means the folder is as it was unpacked."""
     path = folder / MANIFEST
-    data = json.loads(path.read_text())
-    files: dict[str, list] = data.get("files", {})
+    try:
+        data = json.loads(path.read_text())
+        files: dict[str, list] = data["files"]
+        assert all(len(v) == 2 for v in files.values())
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AssertionError):
+        raise DataError(f"{path} is damaged, so {folder} cannot be checked; delete the folder and download the "
+                        f"data set again") from None
     problems = []
     total = sum(size for size, _ in files.values()) if deep else None
     with _bar(total, f"verifying {folder.name}", quiet or not deep) as bar:

@@ -146,11 +146,11 @@ LABELLED_RECIPE = {"model": "dcgan", "size": 28}
 CITYSCAPES_HOW = (
     "The Cityscapes licence forbids redistribution, so it cannot be downloaded automatically. Register at "
     "https://www.cityscapes-dataset.com, download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip, and "
-    "prepare them as the reference does (datasets/prepare_cityscapes_dataset.py in "
-    "junyanz/pytorch-CycleGAN-and-pix2pix): pair each leftImg8bit/<split>/<city>/*_leftImg8bit.png photo with its "
-    "gtFine/<split>/<city>/*_gtFine_color.png label map, resize both to 256x256 and save them side by side, photo "
-    "left (A) and labels right (B), as <root>/cityscapes/train/*.jpg (2975) and val/*.jpg (500). translate then "
-    "finds the folder as it is; --model cyclegan trains CycleGAN on the same folder.")
+    "prepare them with the reference's datasets/prepare_cityscapes_dataset.py (junyanz/pytorch-CycleGAN-and-pix2pix) "
+    "--output_dir <root>/cityscapes: it pairs each leftImg8bit photo with its gtFine_color label map, resizes both "
+    "to 256x256 and saves them side by side, photo left (A) and labels right (B), in train/ (2975) and test/ (500, "
+    "Cityscapes' val split), plus trainA/ trainB/ testA/ testB/ for CycleGAN. translate then finds the folder as it "
+    "is; --model cyclegan trains CycleGAN on the same folder.")
 
 _ENTRIES = [
     # --- CycleGAN (unpaired) ------------------------------------------------------------------
@@ -213,8 +213,8 @@ _ENTRIES = [
             files=(), licence="Cityscapes licence: non-commercial research use, no redistribution",
             citation=PIX2PIX_CITATION + " Marius Cordts et al. The Cityscapes Dataset for Semantic Urban Scene "
                                         "Understanding. CVPR 2016.",
-            layout=("train",), layout_note="train/ val/: each image is A|B side by side (A = photo, B = labels)",
-            recipe={**PIX2PIX_RECIPE, "direction": "BtoA"}, counts={"train": 2975, "val": 500},
+            layout=("train",), layout_note="train/ test/: each image is A|B side by side (A = photo, B = labels)",
+            recipe={**PIX2PIX_RECIPE, "direction": "BtoA"}, counts={"train": 2975, "test": 500},
             manual=CITYSCAPES_HOW, homepage="https://www.cityscapes-dataset.com"),
     # --- labelled digits / clothes for the unconditional and conditional models ---------------
     Dataset(name="mnist", kind="labelled", description="handwritten digits 0-9, 28x28 grayscale",
@@ -261,13 +261,27 @@ def has_layout(ds: Dataset, folder: Path) -> bool:
 
 
 def locate(ds: Dataset, root: str | Path | None = None) -> Path | None:
-    """The data set's folder if it is there: ``<root>/<name>``, or ``root`` itself when it already has
-    the expected layout (data a user got elsewhere is used as is)."""
+    """The data set's folder if it is there: ``<root>/<name>``, or ``root`` itself when it is that
+    data set's folder (named so, or unpacked from its archive) with the expected layout, so data a
+    user got elsewhere is used as is."""
     root = data_root(root)
-    for folder in (root / ds.folder, root):
-        if has_layout(ds, folder):
-            return folder
+    if has_layout(ds, root / ds.folder):
+        return root / ds.folder
+    names = {ds.folder, ds.name, *(a for a, n in ALIASES.items() if n == ds.name)}
+    if has_layout(ds, root) and (root.resolve().name.lower() in names or _unpacked_from(ds, root)):
+        return root
     return None
+
+
+def _unpacked_from(ds: Dataset, folder: Path) -> bool:
+    import json
+
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("archive") in {f.filename for f in ds.files} or (
+        data.get("archive") is None and set(data.get("files", {})) == {f.filename for f in ds.files})
 
 
 def downloads_dir(ds: Dataset, root: Path) -> Path:
@@ -275,8 +289,8 @@ def downloads_dir(ds: Dataset, root: Path) -> Path:
 
 
 def ensure(ds: Dataset, root: str | Path | None = None, *, mirror: str | None = None,
-           from_archive: str | Path | None = None, keep_archive: bool = False, quiet: bool = False,
-           timeout: float = 30.0) -> Path:
+           from_archive: str | Path | None = None, keep_archive: bool = False, skip_checksum: bool = False,
+           quiet: bool = False, timeout: float = 30.0) -> Path:
     """Return the data set's folder, downloading, verifying and unpacking it first when it is missing.
 
     Processes that call this at once (one per GPU under torchrun) take turns: the first downloads,
@@ -297,8 +311,11 @@ def ensure(ds: Dataset, root: str | Path | None = None, *, mirror: str | None = 
         found = locate(ds, root)
         if found is not None and from_archive is None:
             return found
-        return _download_and_unpack(ds, root, target, mirror=mirror, from_archive=from_archive,
-                                    keep_archive=keep_archive, quiet=quiet, timeout=timeout)
+        for stale in root.glob(f".{target.name}.*.partial"):  # left by a killed extraction
+            shutil.rmtree(stale, ignore_errors=True)
+        return _download_and_unpack(ds, root, target, mirror=mirror_url(mirror), from_archive=from_archive,
+                                    keep_archive=keep_archive, skip_checksum=skip_checksum, quiet=quiet,
+                                    timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -309,7 +326,11 @@ def _lock(path: Path):
         yield
         return
     with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another download into %s to finish", path.parent)
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -317,32 +338,56 @@ def _lock(path: Path):
 
 
 def _download_and_unpack(ds: Dataset, root: Path, target: Path, *, mirror: str | None,
-                         from_archive: str | Path | None, keep_archive: bool, quiet: bool, timeout: float) -> Path:
+                         from_archive: str | Path | None, keep_archive: bool, skip_checksum: bool, quiet: bool,
+                         timeout: float) -> Path:
     if target.exists():
         missing = [p for p in ds.layout if not (target / p).exists()]
         raise DataError(f"{target} exists but is not a complete {ds.name} data set (missing "
                         f"{', '.join(missing) or 'its manifest'}); move it away or complete it, then run again")
     store = ChecksumStore(root)
+    dl = downloads_dir(ds, root)
     if from_archive is not None:
-        local = _from_archive(ds, Path(from_archive), store)
+        fetched = _from_archive(ds, Path(from_archive), store, skip_checksum)
         owned = False
     else:
-        dl = downloads_dir(ds, root)
         if ds.size:  # the archive and what it unpacks to: about twice the download
             have = sum(p.stat().st_size for p in dl.glob("*")) if dl.is_dir() else 0
             check_free_space(root, max(2 * ds.size - have, 0), f"{ds.name} ({ds.size_text} download, unpacked)")
         log.info("downloading %s (%s) into %s", ds.name, ds.size_text, root)
-        local = [fetch(rf, dl / rf.filename, mirror=mirror_url(mirror), store=store,
-                       key=f"{ds.name}/{rf.filename}", timeout=timeout, quiet=quiet) for rf in ds.files]
+        fetched = []
+        for rf in ds.files:
+            urls = [f"{mirror.rstrip('/')}/{ds.name}/{rf.filename}", f"{mirror.rstrip('/')}/{rf.filename}"] \
+                if mirror else None
+            try:
+                fetched.append(fetch(rf, dl / rf.filename, urls=urls, store=store, key=f"{ds.name}/{rf.filename}",
+                                     timeout=timeout, skip_checksum=skip_checksum, quiet=quiet))
+            except OfflineError as exc:
+                missing = [f for f in ds.files if not (dl / f.filename).is_file()]
+                via = f" (the mirror {mirror} failed too)" if mirror else ""
+                raise OfflineError(
+                    f"could not download {ds.name}: {str(exc).split('. On a machine')[0].removeprefix('could not download ')}"
+                    f"{via}. On a machine with "
+                    f"internet, fetch {' '.join(f.url for f in missing)} and put {'it' if len(missing) == 1 else 'them'}"
+                    f" in {dl} (or run 'translate data download {ds.name} --from-archive "
+                    f"{'FILE' if len(ds.files) == 1 else 'DIR'}'), then run the command again") from None
         owned = True
-    if ds.archive_root is not None:
-        archive = local[0]
-        # Images are already compressed: the data unpack to about the archive's size. The limit
-        # stops a damaged or hostile archive from filling the disk.
-        limit = 4 * archive.stat().st_size + (256 << 20)
-        manifest = extract(archive, target, root_in_archive=ds.archive_root, max_bytes=limit, quiet=quiet)
-    else:
-        manifest = place_files(local, target)
+    local = [p for p, _ in fetched]
+    try:
+        if ds.archive_root is not None:
+            archive = local[0]
+            # Images are already compressed: the data unpack to about the archive's size. The limit
+            # stops a damaged or hostile archive from filling the disk.
+            limit = 4 * archive.stat().st_size + (256 << 20)
+            manifest = extract(archive, target, root_in_archive=ds.archive_root, max_bytes=limit, quiet=quiet)
+        else:
+            manifest = place_files(local, target)
+    except DataError as exc:
+        if owned:  # a download that does not unpack is removed, so the next run fetches it afresh
+            for f in local:
+                f.unlink(missing_ok=True)
+            raise DataError(f"{exc}".split("; delete it")[0] + "; removed the download, run the command again to "
+                            "fetch it afresh") from None
+        raise
     missing = [p for p in ds.layout if not (target / p).exists()]
     if missing:
         bad = target.with_name(f"{target.name}.incomplete")
@@ -350,10 +395,16 @@ def _download_and_unpack(ds: Dataset, root: Path, target: Path, *, mirror: str |
         target.rename(bad)
         raise DataError(f"the {ds.name} archive unpacked without {', '.join(missing)} (left in {bad} for a look); "
                         f"it is not the expected archive")
+    for rf, (path, digest) in zip(ds.files, fetched):  # proved good: remember unpublished digests
+        key = f"{ds.name}/{rf.filename}"
+        if not rf.sha256 and not store.get(key):
+            store.record(key, path.stat().st_size, digest)
+            log.info("note: no published sha256 for %s; recorded %s in %s, later downloads are checked against it",
+                     rf.filename, digest, store.path)
     if owned and not keep_archive:
         for f in local:
             f.unlink(missing_ok=True)
-        _rmdir_empty(downloads_dir(ds, root))
+        _rmdir_empty(dl)
     log.info("%s ready in %s (%d files)", ds.name, target, len(manifest))
     return target
 
@@ -366,8 +417,8 @@ def _rmdir_empty(folder: Path) -> None:
             return
 
 
-def _from_archive(ds: Dataset, path: Path, store: ChecksumStore) -> list[Path]:
-    """Verify a user-supplied archive (or, for data sets of several files, a folder holding them)."""
+def _from_archive(ds: Dataset, path: Path, store: ChecksumStore, skip_checksum: bool) -> list[tuple[Path, str]]:
+    """Check a user-supplied archive (or, for data sets of several files, a folder holding them)."""
     if not path.exists():
         names = ", ".join(f.filename for f in ds.files)
         raise DataError(f"{path} does not exist; give the downloaded archive ({names})")
@@ -385,25 +436,25 @@ def _from_archive(ds: Dataset, path: Path, store: ChecksumStore) -> list[Path]:
             raise DataError(f"{path} is a folder; --from-archive takes the archive file ({ds.files[0].filename})")
         archive_format(path)
         local = [path]
-    for rf, p in zip(ds.files, local):
-        _check_local(rf, p, store, f"{ds.name}/{rf.filename}")
-    return local
+    return [(p, _check_local(rf, p, store, f"{ds.name}/{rf.filename}", skip_checksum))
+            for rf, p in zip(ds.files, local)]
 
 
-def _check_local(rf: RemoteFile, path: Path, store: ChecksumStore, key: str) -> None:
-    from .download import sha256_file
+def _check_local(rf: RemoteFile, path: Path, store: ChecksumStore, key: str, skip_checksum: bool) -> str:
+    from .download import expected_digest, sha256_file
 
-    expected = rf.sha256 or (store.get(key) or {}).get("sha256")
+    expected, origin = expected_digest(rf, key, store)
     size = path.stat().st_size
+    got = sha256_file(path)
+    if skip_checksum:
+        return got
     if rf.size is not None and size != rf.size:
         raise DataError(f"{path} has {size} bytes, but {rf.filename} has {rf.size}; it is not the published "
                         f"archive (or is incomplete): download it again from {rf.url}")
-    got = sha256_file(path)
     if expected is not None and got != expected:
-        raise DataError(f"{path} is not the published {rf.filename}: expected sha256 {expected}, got {got}; "
-                        f"download it again from {rf.url}")
-    if expected is None:
-        store.record(key, size, got)
+        raise DataError(f"{path} is not the published {rf.filename}: expected sha256 {expected} ({origin}), got "
+                        f"{got}; download it again from {rf.url}")
+    return got
 
 
 def verify(ds: Dataset, root: str | Path | None = None, *, deep: bool = True,
