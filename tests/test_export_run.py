@@ -344,3 +344,16 @@ def test_plan_jobs_mirrors_structure(tmp_path):
     write_image(tmp_path / "in" / "b.pgm", mode="L")
     jobs = {j.key: j.dst for j in plan_jobs(tmp_path / "in", tmp_path / "o")}
     assert jobs == {"x/a.webp": tmp_path / "o" / "x" / "a.webp", "b.pgm": tmp_path / "o" / "b.png"}
+
+
+def test_the_plain_onnxruntime_example_in_docs_works(exported, tmp_path, monkeypatch):
+    import re
+    import shutil
+
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "deploy.md").read_text(), re.S)[0]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "export").mkdir()
+    shutil.copy(exported["pix2pix"], tmp_path / "export" / "facades-pix2pix.onnx")
+    write_image(tmp_path / "labels.png", size=(70, 50))
+    exec(compile(code, "deploy.md", "exec"), {})
+    assert Image.open(tmp_path / "photo.png").size == (70, 50)

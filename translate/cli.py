@@ -283,7 +283,7 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
         raise ConfigError("--model and --checkpoint both name the model; give one")
     jobs = plan_jobs(input_path, out, fmt)  # bad paths fail before a model is loaded
     if checkpoint is not None:
-        model = _export_for_run(checkpoint, generator, ctx.obj["quiet"])
+        model = _export_for_run(checkpoint, generator, provider, ctx.obj["quiet"])
     elif model is None:
         model = newest_model("export")
         if model is None:
@@ -304,17 +304,20 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
         sys.exit(1)
 
 
-def _export_for_run(run_dir: Path, generator: str | None, quiet: bool) -> Path:
-    """--checkpoint: export the run's latest checkpoint once (export/<run>[-G]-step<N>.onnx)."""
+def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: bool) -> Path:
+    """--checkpoint: export the run's latest checkpoint once (export/<run>[-G]-step<N>[-fp16].onnx;
+    fp16 when it will run on a GPU)."""
     from .engine.checkpoint import resolve_checkpoint
     from .export import export_generator
+    from .runtime import _gpu_usable
 
     ckpt = resolve_checkpoint(run_dir)
-    run = ckpt.parent.name
-    target = Path("export") / f"{run}{'-' + generator if generator else ''}-{ckpt.name}.onnx"
+    fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and _gpu_usable("cuda"))
+    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{ckpt.name}" \
+                              f"{'-fp16' if fp16 else ''}.onnx"
     if not target.is_file():
         log.info("exporting %s to %s", ckpt, target)
-        export_generator(ckpt, generator=generator, out=target, quiet=quiet)
+        export_generator(ckpt, generator=generator, out=target, fp16=fp16, quiet=quiet)
     return target
 
 
