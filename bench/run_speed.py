@@ -166,8 +166,8 @@ def main() -> None:
             starts.append(time.perf_counter() - t0)
         compute1 = 1.0 / statistics.median(results["ort fp32 compute"]["img_s"])
         results["cli one image"] = {"s": starts, "startup_s": [s - compute1 for s in starts]}
-        print(f"cli, one image: {statistics.median(starts):.2f} s, start-up {statistics.median(starts) - compute1:.2f} s",
-              flush=True)
+        med_start = statistics.median(starts)
+        print(f"cli, one image: {med_start:.2f} s, start-up {med_start - compute1:.2f} s", flush=True)
 
         if not args.no_int8:
             calib = calibration_folder(tmp / "calib", args.calibration, args.size)

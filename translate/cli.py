@@ -69,6 +69,12 @@ class TranslateGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except ImportError as exc:  # a serving-only install asked to train or export
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc.name or exc} is not installed; training and export need the train extra: "
+                       f"pip install 'translate[train]'", err=True)
+            sys.exit(1)
         except Exception as exc:  # noqa: BLE001
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -236,8 +242,10 @@ def export(ctx: click.Context, source: Path, generator: str | None, out: Path | 
     for line in result.checks:
         click.echo(f"  {line}")
     m = result.metadata
+    check = (f"int8 PSNR against fp32 {result.int8['psnr']:.1f} dB" if result.int8 else
+             f"max abs diff against torch {result.max_abs_diff:.2e}")
     click.echo(f"exported {m['family']} {m['generator']} ({m['direction']}, step {m['step']}, {m['precision']}) "
-               f"to {result.path} | max abs diff against torch {result.max_abs_diff:.2e}")
+               f"to {result.path} | {check}")
 
 
 @cli.command()
@@ -277,11 +285,14 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
 
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers must be at least 1")
     if resize != "keep" and not (resize.isdigit() and int(resize) >= 8):
         raise ConfigError(f"--resize takes 'keep' or a size in pixels (8 or more), not {resize!r}")
     if model is not None and checkpoint is not None:
         raise ConfigError("--model and --checkpoint both name the model; give one")
     jobs = plan_jobs(input_path, out, fmt)  # bad paths fail before a model is loaded
+    _check_writable(jobs[0].dst.parent if len(jobs) == 1 else out)
     if checkpoint is not None:
         model = _export_for_run(checkpoint, generator, provider, ctx.obj["quiet"])
     elif model is None:
@@ -304,6 +315,20 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
         sys.exit(1)
 
 
+def _check_writable(folder: Path) -> None:
+    """Fail once, up front, rather than once per image."""
+    import os
+
+    from .errors import ConfigError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output folder {folder} ({exc.strerror}); choose another OUT") from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"the output folder {folder} is not writable; check its permissions or choose another OUT")
+
+
 def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: bool) -> Path:
     """--checkpoint: export the run's latest checkpoint once (export/<run>[-G]-step<N>[-fp16].onnx;
     fp16 when it will run on a GPU)."""
@@ -312,8 +337,15 @@ def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: 
     from .runtime import _gpu_usable
 
     ckpt = resolve_checkpoint(run_dir)
-    fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and _gpu_usable("cuda"))
-    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{ckpt.name}" \
+    import onnxruntime as ort
+
+    fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and _gpu_usable("cuda")
+                                                and "CUDAExecutionProvider" in ort.get_available_providers())
+    from .export import config_hash
+    from .train import load_run_config
+
+    tag = config_hash(load_run_config(ckpt.parent))[:8]  # two runs of one name do not share a cached export
+    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{ckpt.name}-{tag}" \
                               f"{'-fp16' if fp16 else ''}.onnx"
     if not target.is_file():
         log.info("exporting %s to %s", ckpt, target)

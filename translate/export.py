@@ -113,6 +113,11 @@ def size_multiple(net: nn.Module) -> int:
     return int(getattr(net, "size_multiple", 4))
 
 
+def min_side(net: nn.Module) -> int:
+    """The smallest side the network accepts (the runtime pads smaller images up to it)."""
+    return max(size_multiple(net), int(getattr(net, "min_side", 0)))
+
+
 def has_noise(net: nn.Module) -> bool:
     from .nn.layers import NoiseDropout
 
@@ -142,16 +147,26 @@ class _Graph(nn.Module):
 
 def torch_reference(net: nn.Module, image: np.ndarray, seeds: np.ndarray | None, noise: bool) -> np.ndarray:
     """What the exported graph must compute, in torch, for the same inputs."""
-    from .nn.winograd import set_winograd
-
     graph = _Graph(net, noise).eval()
-    with torch.no_grad():
-        set_winograd(net, False)
-        try:
-            out = graph(torch.from_numpy(image), None if seeds is None else torch.from_numpy(seeds))
-        finally:
-            set_winograd(net, True)
+    with torch.no_grad(), _winograd_off(net):
+        out = graph(torch.from_numpy(image), None if seeds is None else torch.from_numpy(seeds))
     return out.numpy()
+
+
+@contextlib.contextmanager
+def _winograd_off(net: nn.Module):
+    """Plain convolutions (what the exported graph computes), restoring each layer's own setting."""
+    from .nn.winograd import WinogradConv2d
+
+    layers = [m for m in net.modules() if isinstance(m, WinogradConv2d)]
+    before = [m.enabled for m in layers]
+    for m in layers:
+        m.enabled = False
+    try:
+        yield
+    finally:
+        for m, on in zip(layers, before):
+            m.enabled = on
 
 
 def config_hash(cfg: Any) -> str:
@@ -162,7 +177,7 @@ def metadata_for(g: LoadedGenerator, noise: str, precision: str) -> dict[str, st
     t = g.cfg.train
     return {
         "family": t.model, "generator": g.name, "direction": g.direction, "source": g.source_side,
-        "train_size": str(t.size), "size_multiple": str(size_multiple(g.net)),
+        "train_size": str(t.size), "size_multiple": str(size_multiple(g.net)), "min_side": str(min_side(g.net)),
         "normalisation": json.dumps({"mean": [0.5] * 3, "std": [0.5] * 3, "range": [-1, 1], "layout": "NCHW RGB"}),
         "noise": noise if has_noise(g.net) else "none", "precision": precision,
         "version": __version__, "config_hash": config_hash(g.cfg), "run": g.run_dir.name, "step": str(g.step),
@@ -232,6 +247,7 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     if fp16:
         model = to_fp16(fp32_model)
         _set_metadata(model, {**meta, "precision": "fp16"})
+        onnx.checker.check_model(model)
         diff16 = verify(model, g.net, inputs, active, FP16_TOLERANCE, "fp16")
         checks.append(f"fp16 against torch fp32: max abs diff {diff16:.2e} (limit {FP16_TOLERANCE:.0e}); "
                       f"InstanceNormalization kept in fp32, inputs and outputs float32")
@@ -239,6 +255,7 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     if int8:
         model, report = to_int8(fp32_model, calib_images, active, quiet=quiet)
         _set_metadata(model, {**meta, "precision": "int8"})
+        onnx.checker.check_model(model)
         result.int8 = report
         checks.append(f"int8 (QDQ, per-channel, {report['images']} calibration images): "
                       f"{report['speedup']:.2f}x the fp32 speed on this machine, PSNR {report['psnr']:.1f} dB "
@@ -256,8 +273,6 @@ def _trace(net: nn.Module, noise: bool, opset: int, size: int, multiple: int):
 
     import onnx
 
-    from .nn.winograd import set_winograd
-
     side = max(multiple, min(size, 256) // multiple * multiple)
     image = torch.zeros(1, 3, side, side)
     args: tuple = (image, torch.zeros(1, dtype=torch.int64)) if noise else (image,)
@@ -267,14 +282,10 @@ def _trace(net: nn.Module, noise: bool, opset: int, size: int, multiple: int):
         axes["noise_seed"] = {0: "batch"}
     graph = _Graph(net, noise).eval()
     buf = io.BytesIO()
-    set_winograd(net, False)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(graph, args, buf, dynamo=False, input_names=names, output_names=["output"],
-                              dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
-    finally:
-        set_winograd(net, True)
+    with warnings.catch_warnings(), torch.no_grad(), _winograd_off(net):
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(graph, args, buf, dynamo=False, input_names=names, output_names=["output"],
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
     return onnx.load_model_from_string(buf.getvalue())
 
 
@@ -350,8 +361,33 @@ def to_fp16(model):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return convert_float_to_float16(model, keep_io_types=True, op_block_list=["InstanceNormalization",
+        half = convert_float_to_float16(model, keep_io_types=True, op_block_list=["InstanceNormalization",
                                                                                   "Resize", "Range", "Mod"])
+    _toposort(half.graph)  # the converter appends its input casts at the end of the node list
+    return half
+
+
+def _toposort(graph) -> None:
+    """Order ``graph.node`` so every node comes after the nodes it reads from (ONNX requires it)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    nodes, ordered = list(graph.node), []
+    while nodes:
+        rest = []
+        for n in nodes:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(nodes):  # a cycle or a dangling input: leave the rest as they were
+            ordered += rest
+            break
+        nodes = rest
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 # --- int8 --------------------------------------------------------------------------------------

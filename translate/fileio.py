@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once at import: os.umask is process-wide and not thread-safe
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``.
@@ -20,6 +29,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix or path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    try:  # mkstemp makes the file owner-only; give it the mode a plain open() would (or the replaced file's)
+        os.chmod(tmp_path, (path.stat().st_mode & 0o777) if path.exists() else 0o666 & ~_UMASK)
+    except OSError:
+        pass
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:

@@ -47,11 +47,16 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def create_session(model: str | Path, provider: str = "auto", threads: int | None = None):
+def create_session(model: str | Path, provider: str = "auto", threads: int | None = None, *,
+                   max_batch: int = 4, max_side: int = DEFAULT_TILE):
     """An onnxruntime session on the requested provider. ``auto`` prefers TensorRT, then CUDA,
     then the CPU, keeping the first that really loads (a CUDA build on a machine without a GPU
     falls back to the CPU). Returns (session, provider name used)."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelError("onnxruntime is not installed; pip install onnxruntime (or onnxruntime-gpu for CUDA)") \
+            from None
 
     path = Path(model)
     if not path.is_file():
@@ -66,24 +71,38 @@ def create_session(model: str | Path, provider: str = "auto", threads: int | Non
                           f"install the matching onnxruntime build or use --provider cpu")
     ort.set_default_logger_severity(4)  # a provider that fails to load is handled here, not logged
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads or cpu_count()
+    precision = _precision(path)
     last_error: Exception | None = None
     for name in wanted:
         options: dict[str, Any] = {}
+        if name in ("cuda", "tensorrt"):
+            cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True})
         if name == "cuda":
-            options = {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
+            chain = [cuda, ("CPUExecutionProvider", {})]
         elif name == "tensorrt":
-            options = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                       "trt_engine_cache_path": str(path.parent / ".trt-cache")}
-        chain = [(PROVIDERS[name], options)] + ([] if name == "cpu" else [("CPUExecutionProvider", {})])
+            # one engine for every shape up to the tile size (no rebuild per image size); nodes
+            # TensorRT does not take run on CUDA, not on the CPU
+            lo, hi = "image:1x3x8x8", f"image:{max_batch}x3x{max_side}x{max_side}"
+            opt = f"image:{max_batch}x3x{min(512, max_side)}x{min(512, max_side)}"
+            options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+                       "trt_engine_cache_path": str(path.parent / ".trt-cache"),
+                       "trt_profile_min_shapes": lo, "trt_profile_opt_shapes": opt, "trt_profile_max_shapes": hi}
+            chain = [("TensorrtExecutionProvider", options), cuda, ("CPUExecutionProvider", {})]
+        else:
+            chain = [("CPUExecutionProvider", {})]
         try:
             sess = ort.InferenceSession(str(path), so, providers=chain)
         except Exception as exc:  # noqa: BLE001 - a provider that does not load: try the next
-            if "INVALID_PROTOBUF" in str(exc) or "Protobuf parsing failed" in str(exc) or "Load model" in str(exc):
-                raise ModelError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:120]}); "
+            text = str(exc)
+            if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text or "Load model" in text:
+                raise ModelError(f"{path} is not a readable ONNX model ({text.splitlines()[0][:120]}); "
                                  f"export it again with 'translate export'") from None
+            if name == "cpu":
+                raise ModelError(f"cannot load {path}: {text.splitlines()[0][:200]}; export it again with "
+                                 f"'translate export'") from None
             last_error = exc
             continue
         used = sess.get_providers()[0]
@@ -93,7 +112,8 @@ def create_session(model: str | Path, provider: str = "auto", threads: int | Non
             raise DeviceError(f"--provider {provider}: {PROVIDERS[name]} does not load here (no GPU, or its CUDA "
                               f"/ cuDNN / TensorRT libraries are missing); use --provider auto or cpu")
     if last_error is not None:
-        raise ModelError(f"cannot load {path}: {str(last_error).splitlines()[0][:200]}")
+        raise DeviceError(f"{provider} provider failed for {path}: {str(last_error).splitlines()[0][:200]}; "
+                          f"use --provider cpu")
     raise ModelError(f"cannot load {path} on any provider")
 
 
@@ -108,9 +128,20 @@ def _gpu_usable(kind: str) -> bool:
     return driver
 
 
+def _precision(path: Path) -> str:
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        return {p.key: p.value for p in model.metadata_props}.get("translate.precision", "fp32")
+    except Exception:  # noqa: BLE001 - onnx not installed (serving): the session reads it later
+        return "fp32"
+
+
 @dataclass
 class ModelInfo:
     size_multiple: int = 4
+    min_side: int = 8
     noise: bool = False
     train_size: int = 256
     meta: dict[str, str] | None = None
@@ -126,7 +157,9 @@ def model_info(sess) -> ModelInfo:
     norm = json.loads(meta.get("normalisation", "{}") or "{}")
     if norm and (norm.get("mean") != [0.5] * 3 or norm.get("std") != [0.5] * 3):
         raise ModelError(f"the model expects normalisation {norm}, which this runtime does not know")
-    return ModelInfo(size_multiple=int(meta.get("size_multiple", 4)), noise="noise_seed" in inputs,
+    multiple = int(meta.get("size_multiple", 4))
+    return ModelInfo(size_multiple=multiple, min_side=int(meta.get("min_side", max(multiple, 8))),
+                     noise="noise_seed" in inputs,
                      train_size=int(meta.get("train_size", 256)), meta=meta)
 
 
@@ -146,20 +179,28 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.asarray(to_rgb(image), dtype=np.uint8)
 
 
-def pad_to_multiple(x: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflect-pad a CHW array at the bottom and right to sides divisible by ``multiple``."""
-    _, h, w = x.shape
-    ph, pw = -h % multiple, -w % multiple
-    if not (ph or pw):
-        return x
-    # reflection needs the pad to be smaller than the side; repeat it for tiny images
-    while ph >= x.shape[1] or pw >= x.shape[2]:
-        sh, sw = min(ph, x.shape[1] - 1), min(pw, x.shape[2] - 1)
-        x = np.pad(x, ((0, 0), (0, sh), (0, sw)), mode="reflect" if min(x.shape[1:]) > 1 else "edge")
-        ph, pw = ph - sh, pw - sw
-        if x.shape[1] == 1 or x.shape[2] == 1:
-            return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
-    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect")
+def padded_size(side: int, multiple: int, min_side: int) -> int:
+    return max(-(-side // multiple) * multiple, -(-min_side // multiple) * multiple)
+
+
+def pad_to(x: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Reflect-pad a CHW array at the bottom and right to (h, w). Reflection cannot reach further
+    than the side is long, so tiny images are reflected repeatedly (a 1-px side is repeated)."""
+    while x.shape[1] < h or x.shape[2] < w:
+        ph = min(h - x.shape[1], x.shape[1] - 1)
+        pw = min(w - x.shape[2], x.shape[2] - 1)
+        if (ph <= 0 < h - x.shape[1]) or (pw <= 0 < w - x.shape[2]):  # a side of 1 pixel: repeat it
+            x = np.pad(x, ((0, 0), (0, max(0, h - x.shape[1]) if ph <= 0 else 0),
+                           (0, max(0, w - x.shape[2]) if pw <= 0 else 0)), mode="edge")
+            continue
+        x = np.pad(x, ((0, 0), (0, max(ph, 0)), (0, max(pw, 0))), mode="reflect")
+    return x
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int, min_side: int = 1) -> np.ndarray:
+    """Reflect-pad a CHW array at the bottom and right to sides divisible by ``multiple`` (and at
+    least ``min_side``)."""
+    return pad_to(x, padded_size(x.shape[1], multiple, min_side), padded_size(x.shape[2], multiple, min_side))
 
 
 def to_input(rgb: np.ndarray) -> np.ndarray:
@@ -204,14 +245,20 @@ class Translator:
 
     def __init__(self, model: str | Path, *, provider: str = "auto", threads: int | None = None,
                  seed: int | None = None, tile: int = DEFAULT_TILE, batch_size: int = 4) -> None:
+        if tile < 0:
+            raise ConfigError(f"--tile must be 0 (never tile) or a tile size in pixels, not {tile}")
         self.path = Path(model)
-        self.session, self.provider = create_session(self.path, provider, threads)
+        self.batch_size = max(1, batch_size)
+        self.session, self.provider = create_session(self.path, provider, threads, max_batch=self.batch_size,
+                                                     max_side=max(tile, 256) if tile else 4096)
         self.info = model_info(self.session)
         self.multiple = self.info.size_multiple
         self.seed = seed
-        self.batch_size = max(1, batch_size)
-        self.tile = 0 if not tile else max(self.multiple, tile // self.multiple * self.multiple)
         self.overlap = max(2 * self.multiple, -(-128 // self.multiple) * self.multiple)
+        self.tile = 0 if not tile else tile // self.multiple * self.multiple
+        if self.tile and self.tile < 2 * self.overlap:
+            raise ConfigError(f"--tile {tile} is too small for this model: tiles overlap by {self.overlap} px, so "
+                              f"use at least {2 * self.overlap} (or 0: never tile)")
         self._rng = np.random.default_rng(seed)
         self._on_gpu = self.provider in ("cuda", "tensorrt")
 
@@ -256,7 +303,7 @@ class Translator:
         return np.array([zlib.crc32(f"{self.seed}:{k}".encode()) % (2**31 - 1) for k in keys], dtype=np.int64)
 
     def needs_tiling(self, h: int, w: int) -> bool:
-        ph, pw = -(-h // self.multiple) * self.multiple, -(-w // self.multiple) * self.multiple
+        ph, pw = padded_size(h, self.multiple, self.info.min_side), padded_size(w, self.multiple, self.info.min_side)
         return bool(self.tile) and ph * pw > self.tile * self.tile and max(ph, pw) > self.tile
 
     def run_same_shape(self, arrays: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[np.ndarray]:
@@ -264,7 +311,7 @@ class Translator:
         seeds = self.seeds_for(len(arrays), keys)
         if self.needs_tiling(h, w):
             return [self._tiled(a, int(s)) for a, s in zip(arrays, seeds)]
-        x = np.stack([pad_to_multiple(to_input(a), self.multiple) for a in arrays])
+        x = np.stack([pad_to_multiple(to_input(a), self.multiple, self.info.min_side) for a in arrays])
         y = self.infer(x, seeds)
         return [to_pixels(y[i], h, w) for i in range(len(arrays))]
 
@@ -289,9 +336,10 @@ class Translator:
         return binding.copy_outputs_to_cpu()[0]
 
     def _tiled(self, rgb: np.ndarray, seed: int) -> np.ndarray:
-        """Overlapping tiles, blended; the noise seed is shared, so masks agree across tiles."""
+        """Overlapping tiles, blended with feathered weights. (Dropout noise is drawn per tile: its
+        masks are keyed by the position within the tile.)"""
         h, w = rgb.shape[:2]
-        x = pad_to_multiple(to_input(rgb), self.multiple)
+        x = pad_to_multiple(to_input(rgb), self.multiple, self.info.min_side)
         _, H, W = x.shape
         t = self.tile
         th, tw = min(t, H), min(t, W)
@@ -332,6 +380,7 @@ def iter_chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
 WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
             ".webp": "WEBP", ".ppm": "PPM"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
+MAX_HELD_PIXELS = 64 << 20  # decoded pixels waiting for a batch, across all image sizes
 
 
 @dataclass
@@ -362,9 +411,10 @@ def output_suffix(src: Path, fmt: str) -> str:
 
 
 def plan_jobs(input_path: str | Path, out: str | Path, fmt: str = "same") -> list[Job]:
-    """What to translate and where each output goes. INPUT: a folder (walked recursively, the
-    structure mirrored under OUT), one image (OUT a folder, or a file name with an image suffix),
-    or a text file listing image paths (relative ones from the list's folder)."""
+    """What to translate and where each output goes. INPUT: a folder (walked recursively, hidden
+    files skipped, the structure mirrored under OUT), one image (OUT a folder, or a file name with
+    an image suffix), or a text file listing image paths (relative ones from the list's folder).
+    Refuses plans where two inputs would write one output or an output would replace an input."""
     from .images import is_image_file
 
     src, out = Path(input_path), Path(out)
@@ -375,26 +425,45 @@ def plan_jobs(input_path: str | Path, out: str | Path, fmt: str = "same") -> lis
         if root_out == root_in or root_in in root_out.parents:
             raise ConfigError(f"the output folder {out} is inside the input folder {src}; outputs would be read as "
                               f"inputs on the next run. Choose an output folder outside {src}")
-        files = sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p))
+        files = sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p)
+                       and not any(part.startswith(".") for part in p.relative_to(src).parts))
         if not files:
             raise ConfigError(f"{src} holds no images (png, jpg, ...); check the path")
-        return [Job(p, out / p.relative_to(src).with_suffix(output_suffix(p, fmt)), str(p.relative_to(src)))
+        jobs = [Job(p, out / p.relative_to(src).with_suffix(output_suffix(p, fmt)), str(p.relative_to(src)))
                 for p in files]
-    if src.suffix.lower() in LIST_SUFFIXES:
-        lines = [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines()]
-        paths = [(src.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines
-                 if ln and not ln.startswith("#")]
+    elif src.suffix.lower() in LIST_SUFFIXES:
+        try:
+            lines = [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError:
+            raise ConfigError(f"{src} is not UTF-8 text; write the list as one image path per line") from None
+        paths = list(dict.fromkeys((src.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines
+                                   if ln and not ln.startswith("#")))
         if not paths:
             raise ConfigError(f"{src} lists no image paths; write one path per line")
-        base = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
-        jobs = []
-        for p in paths:
-            rel = p.resolve().relative_to(base)
-            jobs.append(Job(p, out / rel.with_suffix(output_suffix(p, fmt)), str(rel)))
-        return jobs
-    if out.suffix.lower() in WRITABLE and not out.is_dir():
-        return [Job(src, out, src.name)]
-    return [Job(src, out / Path(src.name).with_suffix(output_suffix(src, fmt)), src.name)]
+        if not any(p.exists() for p in paths):
+            raise ConfigError(f"none of the {len(paths)} paths in {src} exists (e.g. {paths[0]}); relative paths are "
+                              f"read from the list's own folder")
+        parents = [p.parent.resolve() / p.name for p in paths]  # resolve folders, keep symlinked names
+        base = Path(os.path.commonpath([str(p.parent) for p in parents]))
+        jobs = [Job(p, out / r.relative_to(base).with_suffix(output_suffix(p, fmt)), str(r.relative_to(base)))
+                for p, r in zip(paths, parents)]
+    elif out.suffix.lower() in WRITABLE and not out.is_dir():
+        jobs = [Job(src, out, src.name)]
+    else:
+        jobs = [Job(src, out / Path(src.name).with_suffix(output_suffix(src, fmt)), src.name)]
+    if out.exists() and not out.is_dir() and not (len(jobs) == 1 and jobs[0].dst == out):
+        raise ConfigError(f"{out} is a file; give a folder for the outputs")
+    inputs = {j.src.resolve() for j in jobs}
+    seen: dict[Path, Path] = {}
+    for j in jobs:
+        dst = j.dst.resolve()
+        if dst in inputs:
+            raise ConfigError(f"the output for {j.src} would replace an input ({j.dst}); choose another output folder")
+        if dst in seen:
+            raise ConfigError(f"{seen[dst]} and {j.src} would both be written to {j.dst}; rename one, or keep their "
+                              f"formats apart with --format same")
+        seen[dst] = j.src
+    return jobs
 
 
 def decode(path: Path, resize: int | None = None) -> np.ndarray:
@@ -461,7 +530,16 @@ def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = N
         for (job, _), rgb in zip(items, outs):
             writes.append((job, pool.submit(encode, rgb, job.dst)))
         finish_writes(block=False)
-        bar.set_postfix_str(f"{summary.done / max(time.perf_counter() - start, 1e-9):.2f} img/s", refresh=False)
+        bar.set_postfix_str(f"{(bar.n + len(writes)) / max(time.perf_counter() - start, 1e-9):.2f} img/s",
+                            refresh=False)
+
+    held = {"images": 0, "pixels": 0}
+
+    def flush(shape: tuple[int, int]) -> None:
+        items = buckets.pop(shape)
+        held["images"] -= len(items)
+        held["pixels"] -= len(items) * shape[0] * shape[1]
+        infer(items)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="translate-io") as pool:
         pending: deque[tuple[Job, Future]] = deque()
@@ -482,12 +560,17 @@ def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = N
                 bar.update(1)
                 continue
             shape = rgb.shape[:2]
-            bucket = buckets.setdefault(shape, [])
-            bucket.append((job, rgb))
-            if len(bucket) >= translator.batch_size or translator.needs_tiling(*shape):
-                infer(buckets.pop(shape))
-        for items in buckets.values():
-            infer(items)
+            buckets.setdefault(shape, []).append((job, rgb))
+            held["images"] += 1
+            held["pixels"] += shape[0] * shape[1]
+            if len(buckets[shape]) >= translator.batch_size or translator.needs_tiling(*shape):
+                flush(shape)
+            # images of many sizes: never hold more than the window (or 64 MP) waiting for a full
+            # batch; the bucket waiting longest goes now, part-filled
+            while held["images"] > window or held["pixels"] > MAX_HELD_PIXELS:
+                flush(next(iter(buckets)))
+        for shape in list(buckets):
+            flush(shape)
         finish_writes(block=True)
     bar.close()
     summary.seconds = time.perf_counter() - start

@@ -364,10 +364,11 @@ def _download_and_unpack(ds: Dataset, root: Path, target: Path, *, mirror: str |
             except OfflineError as exc:
                 missing = [f for f in ds.files if not (dl / f.filename).is_file()]
                 via = f" (the mirror {mirror} failed too)" if mirror else ""
+                why = str(exc).split(". On a machine")[0].removeprefix("could not download ")
+                them = "it" if len(missing) == 1 else "them"
                 raise OfflineError(
-                    f"could not download {ds.name}: {str(exc).split('. On a machine')[0].removeprefix('could not download ')}"
-                    f"{via}. On a machine with "
-                    f"internet, fetch {' '.join(f.url for f in missing)} and put {'it' if len(missing) == 1 else 'them'}"
+                    f"could not download {ds.name}: {why}{via}. On a machine with "
+                    f"internet, fetch {' '.join(f.url for f in missing)} and put {them}"
                     f" in {dl} (or run 'translate data download {ds.name} --from-archive "
                     f"{'FILE' if len(ds.files) == 1 else 'DIR'}'), then run the command again") from None
         owned = True

@@ -51,6 +51,7 @@ class ResnetGenerator(nn.Module):
     """
 
     size_multiple = 4
+    min_side = 8  # the reflection padding at 1/4 resolution needs sides of at least 2 there
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, *, ngf: int = 64, n_blocks: int = 9,
                  norm: str = "instance", dropout: float = 0.0, upsample: str = "transpose") -> None:
@@ -106,6 +107,7 @@ class UnetGenerator(nn.Module):
         if depth < 5:
             raise ValueError(f"U-Net depth must be at least 5, got {depth}")
         self.size_multiple = 2 ** depth
+        self.min_side = self.size_multiple
         norm_layer = get_norm_layer(norm)
         bias = conv_bias_for(norm)
         chans = [ngf * min(2 ** k, 8) for k in range(depth)]  # channels after each down-sampling
