@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .data.pairs import MIRROR_ENV, ROOT_ENV
+from .data import MIRROR_ENV, ROOT_ENV
 from .errors import TranslateError
 
 log = logging.getLogger("translate")

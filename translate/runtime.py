@@ -74,7 +74,6 @@ def create_session(model: str | Path, provider: str = "auto", threads: int | Non
     so.log_severity_level = 4
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads or cpu_count()
-    precision = _precision(path)
     last_error: Exception | None = None
     for name in wanted:
         options: dict[str, Any] = {}
@@ -87,7 +86,7 @@ def create_session(model: str | Path, provider: str = "auto", threads: int | Non
             # TensorRT does not take run on CUDA, not on the CPU
             lo, hi = "image:1x3x8x8", f"image:{max_batch}x3x{max_side}x{max_side}"
             opt = f"image:{max_batch}x3x{min(512, max_side)}x{min(512, max_side)}"
-            options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+            options = {"trt_fp16_enable": _precision(path) == "fp16", "trt_engine_cache_enable": True,
                        "trt_engine_cache_path": str(path.parent / ".trt-cache"),
                        "trt_profile_min_shapes": lo, "trt_profile_opt_shapes": opt, "trt_profile_max_shapes": hi}
             chain = [("TensorrtExecutionProvider", options), cuda, ("CPUExecutionProvider", {})]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+ROOT_ENV = "TRANSLATE_DATA"  # where named data sets live
+MIRROR_ENV = "TRANSLATE_DATASETS_MIRROR"  # a mirror of their archives
+
 _FOLDERS = ("Layout", "StreamSampler", "TranslationDataset", "detect_layout", "make_loader", "scan_images")
 __all__ = list(_FOLDERS)
 

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, DataError
+from . import MIRROR_ENV, ROOT_ENV
 from .download import (MANIFEST, ChecksumStore, OfflineError, RemoteFile, archive_format, check_free_space,
                        check_manifest, extract, fetch, human_size, place_files)
 
 log = logging.getLogger("translate.data")
 
 DEFAULT_ROOT = "datasets"
-ROOT_ENV = "TRANSLATE_DATA"
-MIRROR_ENV = "TRANSLATE_DATASETS_MIRROR"
 LOCK_FILE = ".download.lock"  # held while a data set is fetched and unpacked into the root
 
 CYCLEGAN_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets/"
