@@ -213,7 +213,10 @@ def test_run_over_a_folder(exported, tmp_path):
                 "nested/e.png": (30, 30), "f16.png": (36, 28)}
     for rel, size in expected.items():
         img = Image.open(out / rel)
-        assert img.size == size and img.mode == "RGB", rel
+        assert img.size == size and img.mode == ("RGBA" if rel == "nested/d.png" else "RGB"), rel
+    # transparency is carried through: the network sees RGB, the output gets the input's alpha back
+    assert np.array_equal(np.asarray(Image.open(out / "nested/d.png"))[..., 3],
+                          np.asarray(Image.open(inp / "nested/d.png"))[..., 3])
     assert not (out / "notes.txt").exists() and not (out / "nested" / "broken.jpg").exists()
     assert not list(out.rglob(".*.tmp*"))  # atomic writes leave no temporaries
     assert "translated 6 image(s)" in text and "1 failed" in text
@@ -348,6 +351,10 @@ def test_translator_api(exported):
     outs = t.batch([Image.new("RGB", (16, 16)), Image.new("L", (21, 17)), np.zeros((16, 16, 3), np.uint8)])
     assert [o.size for o in outs] == [(16, 16), (21, 17), (16, 16)]
     assert t.metadata["family"] == "cyclegan" and t.provider == "cpu"
+    rgba = Image.new("RGBA", (12, 10), (255, 0, 0, 0))
+    rgba.putpixel((3, 3), (0, 255, 0, 255))
+    out = t(rgba)
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], np.asarray(rgba)[..., 3])
     t2 = Translator(exported["pix2pix"], seed=1)
     img = Image.new("RGB", (64, 64), "blue")
     assert np.array_equal(np.asarray(t2(img)), np.asarray(t2(img)))
@@ -448,3 +455,24 @@ def test_images_of_many_sizes_do_not_pile_up(exported, tmp_path, monkeypatch):
     s = runtime.run_jobs(t, runtime.plan_jobs(tmp_path / "in", tmp_path / "out"), workers=2, progress=False)
     assert s.done == 24 and not s.failed
     assert first_inference_after[0] < 24  # inference began long before the last image was decoded
+
+
+def test_a_batch_that_fails_is_retried_one_image_at_a_time(exported, tmp_path):
+    from translate import runtime
+
+    for i in range(4):
+        write_image(tmp_path / "in" / f"{i}.png", seed=i)
+    t = Translator(exported["cyclegan"], provider="cpu", batch_size=4)
+    real = t.run_same_shape
+
+    def fragile(arrays, keys=None):
+        if len(arrays) > 1:
+            raise MemoryError("out of memory")
+        if keys and keys[0] == "2.png":
+            raise RuntimeError("this one is too big")
+        return real(arrays, keys)
+
+    t.run_same_shape = fragile
+    s = runtime.run_jobs(t, runtime.plan_jobs(tmp_path / "in", tmp_path / "out"), progress=False)
+    assert s.done == 3 and [p.name for p, _ in s.failed] == ["2.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "3.png"]

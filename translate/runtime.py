@@ -275,7 +275,9 @@ class Translator:
     def batch(self, images: Sequence[Image.Image | np.ndarray], *,
               keys: Sequence[str] | None = None) -> list[Image.Image]:
         arrays = [to_rgb_array(im) for im in images]
-        return [Image.fromarray(a) for a in self.translate_arrays(arrays, keys=keys)]
+        alphas = [alpha_of(im) if isinstance(im, Image.Image) else None for im in images]
+        outs = self.translate_arrays(arrays, keys=keys)
+        return [Image.fromarray(o if a is None else np.dstack([o, a])) for o, a in zip(outs, alphas)]
 
     def translate_arrays(self, arrays: Sequence[np.ndarray], *,
                          keys: Sequence[str] | None = None) -> list[np.ndarray]:
@@ -465,26 +467,47 @@ def plan_jobs(input_path: str | Path, out: str | Path, fmt: str = "same") -> lis
     return jobs
 
 
-def decode(path: Path, resize: int | None = None) -> np.ndarray:
-    """uint8 HWC RGB, EXIF orientation applied; ``resize``: scale so the shorter side is that."""
-    from .images import load_rgb
+def alpha_of(img: Image.Image) -> np.ndarray | None:
+    """The alpha channel of a PIL image (RGBA, LA, PA, or a palette with transparency), or None."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return np.asarray(img.convert("RGBA").getchannel("A"))
+    return None
 
-    rgb = load_rgb(path)
+
+def decode(path: Path, resize: int | None = None) -> np.ndarray:
+    """uint8 HWC: RGB, or RGBA when the image has transparency (the alpha is carried through to the
+    output, the network sees RGB). EXIF orientation applied; ``resize``: scale so the shorter side is
+    that many pixels."""
+    from PIL import ImageOps
+
+    from .images import to_rgb
+
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        alpha = alpha_of(img)
+        rgb = np.asarray(to_rgb(img), dtype=np.uint8)
+    out = rgb if alpha is None else np.dstack([rgb, alpha])
     if resize:
-        h, w = rgb.shape[:2]
+        h, w = out.shape[:2]
         s = resize / min(h, w)
         size = (max(1, round(w * s)), max(1, round(h * s)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BICUBIC))
-    return rgb
+        out = np.asarray(Image.fromarray(out).resize(size, Image.BICUBIC))
+    return np.ascontiguousarray(out)
 
 
-def encode(rgb: np.ndarray, dst: Path) -> None:
+ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+
+
+def encode(rgb: np.ndarray, dst: Path, alpha: np.ndarray | None = None) -> None:
+    """Write atomically; the input's alpha goes back on where the format can hold it."""
     from .fileio import atomic_path
 
     fmt = WRITABLE.get(dst.suffix.lower(), "PNG")
     kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    img = Image.fromarray(np.dstack([rgb, alpha]) if alpha is not None and fmt in ALPHA_FORMATS else rgb)
     with atomic_path(dst) as tmp:
-        Image.fromarray(rgb).save(tmp, format=fmt, **kwargs)
+        img.save(tmp, format=fmt, **kwargs)
 
 
 def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = None, overwrite: bool = False,
@@ -519,15 +542,20 @@ def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = N
             bar.update(1)
 
     def infer(items: list[tuple[Job, np.ndarray]]) -> None:
+        arrays = [a[..., :3] for _, a in items]
         try:
-            outs = translator.run_same_shape([a for _, a in items], [j.key for j, _ in items])
-        except Exception as exc:  # noqa: BLE001 - e.g. out of memory on one huge batch: report, go on
-            for job, _ in items:
-                summary.failed.append((job.src, f"translation failed: {exc}"))
-                bar.update(1)
+            outs = translator.run_same_shape(arrays, [j.key for j, _ in items])
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: retry one image at a time
+            if len(items) > 1:
+                for item in items:
+                    infer([item])
+                return
+            summary.failed.append((items[0][0].src, f"translation failed: {exc}"))
+            bar.update(1)
             return
-        for (job, _), rgb in zip(items, outs):
-            writes.append((job, pool.submit(encode, rgb, job.dst)))
+        for (job, a), rgb in zip(items, outs):
+            alpha = a[..., 3] if a.shape[2] == 4 else None
+            writes.append((job, pool.submit(encode, rgb, job.dst, alpha)))
         finish_writes(block=False)
         bar.set_postfix_str(f"{(bar.n + len(writes)) / max(time.perf_counter() - start, 1e-9):.2f} img/s",
                             refresh=False)
