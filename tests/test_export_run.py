@@ -476,3 +476,16 @@ def test_a_batch_that_fails_is_retried_one_image_at_a_time(exported, tmp_path):
     s = runtime.run_jobs(t, runtime.plan_jobs(tmp_path / "in", tmp_path / "out"), progress=False)
     assert s.done == 3 and [p.name for p, _ in s.failed] == ["2.png"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "3.png"]
+
+
+def test_tensorrt_tiles_every_side_past_its_engine_profile(exported, monkeypatch):
+    """TensorRT's engine takes sides up to the tile size only: wide images are tiled there even when
+    their area is below the tile's (checked without a GPU by naming the provider)."""
+    from translate import runtime
+
+    assert not Translator(exported["cyclegan"], provider="cpu", tile=1024).needs_tiling(720, 1280)  # area rule
+    real = runtime.create_session
+    monkeypatch.setattr(runtime, "create_session", lambda *a, **kw: (real(*a[:1], "cpu")[0], "tensorrt"))
+    t = Translator(exported["cyclegan"], tile=1024)
+    assert t.needs_tiling(720, 1280) and not t.needs_tiling(720, 1000)
+    assert Translator(exported["cyclegan"], tile=0).tile == runtime.TRT_MAX_SIDE

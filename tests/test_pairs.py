@@ -315,8 +315,9 @@ def test_archive_without_the_expected_layout(server, register, tmp_path):
     data = buf.getvalue()
     register(toy_unpaired(server.add("/toy2toy.zip", data), data))
     code, text = invoke("data", "download", "toy2toy", "--root", tmp_path)
-    one_line_error(code, text, "trainA", "not the expected archive")
+    one_line_error(code, text, "trainA", "not the expected archive", "the download was removed")
     assert not (tmp_path / "toy2toy").exists()
+    assert not (tmp_path / "downloads" / "toy2toy" / "toy2toy.zip").exists()  # the next run fetches afresh
 
 
 def test_an_incomplete_folder_is_never_overwritten(server, register, tmp_path):
@@ -535,3 +536,35 @@ def test_skip_checksum_accepts_a_repacked_archive(server, register, tmp_path):
     code, text = invoke("data", "download", ds.name, "--root", tmp_path, "--skip-checksum")
     assert code == 0, text
     assert (tmp_path / "toy2toy" / "trainA").is_dir()
+
+
+def test_no_space_to_unpack_keeps_the_download(server, register, tmp_path, monkeypatch):
+    from translate.data import download
+
+    data = unpaired_zip()
+    ds = register(toy_unpaired(server.add("/toy2toy.zip", data), data))
+    real = download.check_free_space
+
+    def full_disk(folder, needed, what):
+        if what.startswith("unpacking"):
+            raise download.NoSpaceError(f"not enough disk space in {folder} for {what}")
+        return real(folder, needed, what)
+
+    monkeypatch.setattr(download, "check_free_space", full_disk)
+    one_line_error(*invoke("data", "download", ds.name, "--root", tmp_path), "not enough disk space")
+    assert (tmp_path / "downloads" / "toy2toy" / "toy2toy.zip").read_bytes() == data  # kept for the next run
+    monkeypatch.setattr(download, "check_free_space", real)
+    assert invoke("data", "download", ds.name, "--root", tmp_path)[0] == 0
+    assert len(server.behaviour.requests) == 1
+
+
+def test_sets_sharing_file_names_are_told_apart(server, register, tmp_path):
+    files = {"train-images.gz": b"digits" * 50}
+    make = lambda name: register(pairs.Dataset(  # noqa: E731
+        name=name, kind="labelled", description="t", licence="t", citation="t",
+        files=tuple(RemoteFile(server.add(f"/{name}/{n}", d), n, len(d), sha(d)) for n, d in files.items()),
+        layout=tuple(files), layout_note="idx"))
+    digits, clothes = make("toydigits"), make("toyclothes")
+    assert invoke("data", "download", digits.name, "--root", tmp_path)[0] == 0
+    assert pairs.locate(digits, tmp_path / "toydigits") == tmp_path / "toydigits"
+    assert pairs.locate(clothes, tmp_path / "toydigits") is None

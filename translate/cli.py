@@ -392,7 +392,7 @@ def data_list(root: Path | None) -> None:
 @click.argument("name")
 @_root_option
 @click.option("--mirror", default=None, metavar="URL",
-              help=f"Fetch the archive from this folder URL (<URL>/<archive name>) instead. [${MIRROR_ENV}]")
+              help=f"Fetch from this folder URL instead: <URL>/<name>/<file>, then <URL>/<file>. [${MIRROR_ENV}]")
 @click.option("--from-archive", type=click.Path(path_type=Path), default=None, metavar="FILE",
               help="Use an archive downloaded elsewhere (checked, then unpacked; the file is left as it is).")
 @click.option("--keep-archive", is_flag=True, help="Keep the downloaded archive after unpacking it.")

@@ -34,6 +34,7 @@ log = logging.getLogger("translate.run")
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 DEFAULT_TILE = 1024
+TRT_MAX_SIDE = 4096  # TensorRT's engine profile with --tile 0
 
 
 class ModelError(TranslateError):
@@ -128,12 +129,13 @@ def _gpu_usable(kind: str) -> bool:
 
 
 def _precision(path: Path) -> str:
-    try:
-        import onnx
+    """The model's ``translate.precision`` (read before a TensorRT session is made)."""
+    import onnxruntime as ort
 
-        model = onnx.load(str(path), load_external_data=False)
-        return {p.key: p.value for p in model.metadata_props}.get("translate.precision", "fp32")
-    except Exception:  # noqa: BLE001 - onnx not installed (serving): the session reads it later
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.get_modelmeta().custom_metadata_map.get("translate.precision", "fp32")
+    except Exception:  # noqa: BLE001 - an unreadable model is reported by the real session
         return "fp32"
 
 
@@ -249,13 +251,15 @@ class Translator:
         self.path = Path(model)
         self.batch_size = max(1, batch_size)
         self.session, self.provider = create_session(self.path, provider, threads, max_batch=self.batch_size,
-                                                     max_side=max(tile, 256) if tile else 4096)
+                                                     max_side=max(tile, 256) if tile else TRT_MAX_SIDE)
         self.info = model_info(self.session)
         self.multiple = self.info.size_multiple
         self.seed = seed
         self.overlap = max(2 * self.multiple, -(-128 // self.multiple) * self.multiple)
         self.tile = 0 if not tile else tile // self.multiple * self.multiple
-        if self.tile and self.tile < 2 * self.overlap:
+        if self.provider == "tensorrt":  # its engine's profile ends at this side: tile beyond it
+            self.tile = self.tile or TRT_MAX_SIDE // self.multiple * self.multiple
+        if tile and self.tile < 2 * self.overlap:
             raise ConfigError(f"--tile {tile} is too small for this model: tiles overlap by {self.overlap} px, so "
                               f"use at least {2 * self.overlap} (or 0: never tile)")
         self._rng = np.random.default_rng(seed)
@@ -305,6 +309,8 @@ class Translator:
 
     def needs_tiling(self, h: int, w: int) -> bool:
         ph, pw = padded_size(h, self.multiple, self.info.min_side), padded_size(w, self.multiple, self.info.min_side)
+        if self.provider == "tensorrt":  # no side may pass the engine profile's maximum
+            return max(ph, pw) > self.tile
         return bool(self.tile) and ph * pw > self.tile * self.tile and max(ph, pw) > self.tile
 
     def run_same_shape(self, arrays: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[np.ndarray]:

@@ -56,6 +56,10 @@ class RemoteFile:
     alternates: tuple[str, ...] = ()  # other official hosts, tried in order when the first fails
 
 
+class NoSpaceError(DataError):
+    """Not enough free disk space for the work asked for."""
+
+
 class UnavailableError(DataError):
     """The server answered that the file is not there (HTTP 4xx)."""
 
@@ -117,7 +121,7 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     margin = needed // 20 + (64 << 20)
     if needed + margin > free:
-        raise DataError(f"not enough disk space in {folder} for {what}: needs {_human(needed + margin)}, "
+        raise NoSpaceError(f"not enough disk space in {folder} for {what}: needs {_human(needed + margin)}, "
                         f"{_human(free)} free; free some space or choose another --root")
 
 
@@ -379,7 +383,7 @@ def archive_format(path: Path) -> str:
 
 
 def extract(archive: Path, target: Path, *, root_in_archive: str | None = None, max_bytes: int | None = None,
-            fmt: str | None = None, quiet: bool = False) -> dict[str, list]:
+            fmt: str | None = None, name: str | None = None, quiet: bool = False) -> dict[str, list]:
     """Unpack ``archive`` so that ``target`` appears complete or not at all.
 
     ``root_in_archive``: the archive's top folder (``horse2zebra/``); its contents become
@@ -413,8 +417,8 @@ def extract(archive: Path, target: Path, *, root_in_archive: str | None = None, 
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
             try:
                 manifest = _write_members(listed, tmp, archive, max_bytes, total, quiet)
-                atomic_write_text(tmp / MANIFEST, json.dumps({"archive": archive.name, "files": manifest},
-                                                             indent=0, sort_keys=True) + "\n")
+                atomic_write_text(tmp / MANIFEST, json.dumps({"name": name, "archive": archive.name,
+                                                              "files": manifest}, indent=0, sort_keys=True) + "\n")
                 os.replace(tmp, target)
                 fsync_dir(target.parent)
             except BaseException:
@@ -462,7 +466,7 @@ def _write_members(listed, tmp: Path, archive: Path, max_bytes: int | None, tota
     return manifest
 
 
-def place_files(files: list[Path], target: Path) -> dict[str, list]:
+def place_files(files: list[Path], target: Path, name: str | None = None) -> dict[str, list]:
     """Data sets published as loose files (MNIST): move them into ``target`` the same atomic way."""
     if target.exists():
         raise DataError(f"{target} already exists; move it away (or delete it) first")
@@ -473,7 +477,7 @@ def place_files(files: list[Path], target: Path) -> dict[str, list]:
         for f in files:
             shutil.copy2(f, tmp / f.name)
             manifest[f.name] = [f.stat().st_size, sha256_file(tmp / f.name)]
-        atomic_write_text(tmp / MANIFEST, json.dumps({"archive": None, "files": manifest}, indent=0,
+        atomic_write_text(tmp / MANIFEST, json.dumps({"name": name, "archive": None, "files": manifest}, indent=0,
                                                      sort_keys=True) + "\n")
         os.replace(tmp, target)
         fsync_dir(target.parent)

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 from . import MIRROR_ENV, ROOT_ENV
-from .download import (MANIFEST, ChecksumStore, OfflineError, RemoteFile, archive_format, check_free_space,
+from .download import (MANIFEST, ChecksumStore, NoSpaceError, OfflineError, RemoteFile, archive_format, check_free_space,
                        check_manifest, extract, fetch, human_size, place_files)
 
 log = logging.getLogger("translate.data")
@@ -279,8 +279,12 @@ def _unpacked_from(ds: Dataset, folder: Path) -> bool:
         data = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return data.get("archive") in {f.filename for f in ds.files} or (
-        data.get("archive") is None and set(data.get("files", {})) == {f.filename for f in ds.files})
+    if data.get("name"):
+        return data["name"] == ds.name
+    if data.get("archive") is None:  # loose files (MNIST-style) share names: compare their digests
+        files = data.get("files", {})
+        return all(f.sha256 and files.get(f.filename, [None, None])[1] == f.sha256 for f in ds.files)
+    return data.get("archive") in {f.filename for f in ds.files}
 
 
 def downloads_dir(ds: Dataset, root: Path) -> Path:
@@ -378,9 +382,12 @@ def _download_and_unpack(ds: Dataset, root: Path, target: Path, *, mirror: str |
             # Images are already compressed: the data unpack to about the archive's size. The limit
             # stops a damaged or hostile archive from filling the disk.
             limit = 4 * archive.stat().st_size + (256 << 20)
-            manifest = extract(archive, target, root_in_archive=ds.archive_root, max_bytes=limit, quiet=quiet)
+            manifest = extract(archive, target, root_in_archive=ds.archive_root, max_bytes=limit, name=ds.name,
+                               quiet=quiet)
         else:
-            manifest = place_files(local, target)
+            manifest = place_files(local, target, name=ds.name)
+    except NoSpaceError:
+        raise  # the download is fine: keep it for the next run
     except DataError as exc:
         if owned:  # a download that does not unpack is removed, so the next run fetches it afresh
             for f in local:
@@ -393,8 +400,11 @@ def _download_and_unpack(ds: Dataset, root: Path, target: Path, *, mirror: str |
         bad = target.with_name(f"{target.name}.incomplete")
         shutil.rmtree(bad, ignore_errors=True)
         target.rename(bad)
-        raise DataError(f"the {ds.name} archive unpacked without {', '.join(missing)} (left in {bad} for a look); "
-                        f"it is not the expected archive")
+        if owned:  # not the archive we expected: fetch it afresh next time
+            for f in local:
+                f.unlink(missing_ok=True)
+        raise DataError(f"the {ds.name} archive unpacked without {', '.join(missing)} (left in {bad} for a look"
+                        f"{'; the download was removed' if owned else ''}); it is not the expected archive")
     for rf, (path, digest) in zip(ds.files, fetched):  # proved good: remember unpublished digests
         key = f"{ds.name}/{rf.filename}"
         if not rf.sha256 and not store.get(key):
