@@ -61,3 +61,14 @@ TINY = {"ngf": 8, "ndf": 8, "size": 32, "workers": 0, "log_every": 1, "sample_ev
 def tiny() -> dict:
     """Options for a network small enough to train a few steps in about a second."""
     return dict(TINY)
+
+
+def one_line_error(code: int, text: str, *fragments: str) -> str:
+    """Assert a CLI result is a failure reported on exactly one "error:" line holding ``fragments``."""
+    assert code != 0, text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text
+    for f in fragments:
+        assert f in errors[0], errors[0]
+    return errors[0]

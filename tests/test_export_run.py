@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, write_image
+from conftest import TINY, one_line_error, write_image
 from PIL import Image
 
 from translate.cli import cli
@@ -26,13 +26,6 @@ def invoke(*args, cwd=None):
     return result.exit_code, result.output
 
 
-def one_line_error(code, text, *fragments):
-    assert code != 0, text
-    assert "Traceback" not in text
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, text
-    for f in fragments:
-        assert f in errors[0], errors[0]
 
 
 def _train(root: Path, model: str, **extra) -> Path:

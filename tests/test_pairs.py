@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_image
+from conftest import one_line_error, write_image
 from fileserver import FileServer, closed_port_url
 
 from translate.cli import cli
@@ -32,14 +32,6 @@ def invoke(*args, env=None):
     return result.exit_code, result.output
 
 
-def one_line_error(code, text, *fragments):
-    assert code != 0, text
-    assert "Traceback" not in text
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, text
-    for f in fragments:
-        assert f in errors[0], errors[0]
-    return errors[0]
 
 
 def sha(data: bytes) -> str:
