@@ -28,8 +28,8 @@ from typing import Any
 
 from ..errors import ConfigError, DataError
 from . import MIRROR_ENV, ROOT_ENV
-from .download import (MANIFEST, ChecksumStore, NoSpaceError, OfflineError, RemoteFile, archive_format, check_free_space,
-                       check_manifest, extract, fetch, human_size, place_files)
+from .download import (MANIFEST, ChecksumStore, NoSpaceError, OfflineError, RemoteFile, archive_format,
+                       check_free_space, check_manifest, extract, fetch, human_size, place_files)
 
 log = logging.getLogger("translate.data")
 
