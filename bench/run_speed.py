@@ -106,7 +106,8 @@ def main() -> None:
 
     from translate.export import export_generator, load_generator, psnr
     from translate.nn.winograd import set_winograd
-    from translate.runtime import Translator, cpu_count, plan_jobs, run_jobs, to_input
+    from translate.images import to_float
+    from translate.runtime import Translator, cpu_count, plan_jobs, run_jobs
 
     tmp = Path(tempfile.mkdtemp(prefix="run-speed-"))
     try:
@@ -119,7 +120,7 @@ def main() -> None:
 
         from translate.runtime import decode
 
-        decoded = [to_input(decode(p)) for p in files]
+        decoded = [to_float(decode(p)) for p in files]
         batches = [np.stack(decoded[i: i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
         results: dict[str, dict] = {}
 

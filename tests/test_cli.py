@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import one_line_error
 
 from translate import __version__
 from translate.cli import cli
@@ -18,13 +19,6 @@ def invoke(*args):
     return result.exit_code, result.output  # stdout and stderr, interleaved
 
 
-def assert_one_line_error(code, text, *fragments):
-    assert code != 0
-    assert "Traceback" not in text
-    errors = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, text
-    for f in fragments:
-        assert f in errors[0], errors[0]
 
 
 def test_version_and_help():
@@ -35,61 +29,61 @@ def test_version_and_help():
 
 
 def test_missing_data_folder(tmp_path):
-    assert_one_line_error(*invoke("train", "--data", tmp_path / "nope"), "nope", "--data")
+    one_line_error(*invoke("train", "--data", tmp_path / "nope"), "nope", "--data")
 
 
 def test_missing_trainB(tmp_path, unpaired_dir):
     import shutil
 
     shutil.rmtree(unpaired_dir / "trainB")
-    assert_one_line_error(*invoke("train", "--data", unpaired_dir, "--run-dir", tmp_path / "r"), "trainB")
+    one_line_error(*invoke("train", "--data", unpaired_dir, "--run-dir", tmp_path / "r"), "trainB")
 
 
 def test_empty_folder(tmp_path):
     (tmp_path / "d" / "trainA").mkdir(parents=True)
     (tmp_path / "d" / "trainB").mkdir()
-    assert_one_line_error(*invoke("train", "--data", tmp_path / "d", "--run-dir", tmp_path / "r"), "no images")
+    one_line_error(*invoke("train", "--data", tmp_path / "d", "--run-dir", tmp_path / "r"), "no images")
 
 
 def test_mismatched_pairs(tmp_path, paired_dir):
     (paired_dir / "A" / "1.png").rename(paired_dir / "A" / "other.png")
-    assert_one_line_error(*invoke("train", "--data", paired_dir, "--run-dir", tmp_path / "r"), "other.png",
+    one_line_error(*invoke("train", "--data", paired_dir, "--run-dir", tmp_path / "r"), "other.png",
                           "file name")
 
 
 def test_too_many_corrupt_images(tmp_path, unpaired_dir):
     for i in range(4):
         (unpaired_dir / "trainB" / f"bad{i}.jpg").write_bytes(b"\xff\xd8 truncated")
-    assert_one_line_error(*invoke("train", "--data", unpaired_dir, "--run-dir", tmp_path / "r"), "unreadable",
+    one_line_error(*invoke("train", "--data", unpaired_dir, "--run-dir", tmp_path / "r"), "unreadable",
                           "trainB")
 
 
 def test_unknown_model_and_option():
     code, text = invoke("train", "--model", "stylegan")
     assert code == 2 and "Traceback" not in text and "stylegan" in text
-    assert_one_line_error(*invoke("train", "--set", "lamda_cycle=3"), "lamda_cycle")
+    one_line_error(*invoke("train", "--set", "lamda_cycle=3"), "lamda_cycle")
     code, text = invoke("train", "--frobnicate")
     assert code == 2 and "No such option" in text
 
 
 def test_bad_values(tmp_path):
-    assert_one_line_error(*invoke("train", "--model", "pix2pix", "--size", "48"), "power-of-two")
-    assert_one_line_error(*invoke("train", "--batch-size", "0"), "--batch-size")
+    one_line_error(*invoke("train", "--model", "pix2pix", "--size", "48"), "power-of-two")
+    one_line_error(*invoke("train", "--batch-size", "0"), "--batch-size")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_absent():
-    assert_one_line_error(*invoke("train", "--device", "cuda", "--steps", "1"), "CUDA", "--device cpu")
+    one_line_error(*invoke("train", "--device", "cuda", "--steps", "1"), "CUDA", "--device cpu")
 
 
 def test_config_file_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("size: [1, 2\n")
-    assert_one_line_error(*invoke("train", "--config", bad), "bad.yaml", "YAML")
+    one_line_error(*invoke("train", "--config", bad), "bad.yaml", "YAML")
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("sizee: 64\n")
-    assert_one_line_error(*invoke("train", "--config", unknown), "unknown.yaml", "sizee")
-    assert_one_line_error(*invoke("train", "--config", tmp_path / "none.yaml"), "none.yaml")
+    one_line_error(*invoke("train", "--config", unknown), "unknown.yaml", "sizee")
+    one_line_error(*invoke("train", "--config", tmp_path / "none.yaml"), "none.yaml")
 
 
 def test_config_file_then_command_line(tmp_path):
@@ -106,13 +100,13 @@ def test_run_dir_holding_a_run_and_resume(tmp_path):
     run = tmp_path / "run"
     code, text = invoke("train", "--model", "cyclegan", *TINY_ARGS, "--steps", "2", "--run-dir", run)
     assert code == 0, text
-    assert_one_line_error(*invoke("train", *TINY_ARGS, "--steps", "2", "--run-dir", run), "already holds a run",
+    one_line_error(*invoke("train", *TINY_ARGS, "--steps", "2", "--run-dir", run), "already holds a run",
                           "--resume")
     code, text = invoke("train", "--resume", run, "--steps", "3")
     assert code == 0, text
     assert (run / "latest").read_text().strip() == "step-00000003"
-    assert_one_line_error(*invoke("train", "--resume", run, "--size", "64"), "size", "new run")
-    assert_one_line_error(*invoke("train", "--resume", tmp_path / "nothing"), "no config.json")
+    one_line_error(*invoke("train", "--resume", run, "--size", "64"), "size", "new run")
+    one_line_error(*invoke("train", "--resume", tmp_path / "nothing"), "no config.json")
 
 
 def test_interrupted_run_checkpoints_and_resumes(tmp_path):

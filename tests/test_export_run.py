@@ -316,7 +316,7 @@ def _local_model(tmp_path: Path) -> Path:
 
     torch.manual_seed(0)
     net = ResnetGenerator(ngf=8, n_blocks=1, norm="none").eval()
-    model = _trace(net, False, 17, 32, 4)
+    model = _trace(net, False, 17, 32)
     _set_metadata(model, {"size_multiple": "4", "train_size": "32", "noise": "none"})
     path = tmp_path / "local.onnx"
     onnx.save(model, str(path))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import write_image
-from test_cli import TINY_ARGS, assert_one_line_error, invoke
+from conftest import one_line_error, write_image
+from test_cli import TINY_ARGS, invoke
 from translate.cli import _one_line
 from translate.data import TranslationDataset, detect_layout
 from translate.data.folders import _seed
@@ -101,14 +101,14 @@ def test_option_types_are_checked_and_converted():
         build_config({"batch_size": True})
     with pytest.raises(ConfigError, match="in_channels"):
         build_config({"in_channels": 1})
-    assert_one_line_error(*invoke("train", "--set", "lr=fast"), "lr must be a float")
+    one_line_error(*invoke("train", "--set", "lr=fast"), "lr must be a float")
 
 
 def test_resume_validates_and_records_overrides(tmp_path):
     run = tmp_path / "run"
     assert invoke("train", *TINY_ARGS, "--steps", "1", "--run-dir", run)[0] == 0
-    assert_one_line_error(*invoke("train", "--resume", run, "--steps", "0"), "--steps")
-    assert_one_line_error(*invoke("train", "--resume", run, "--set", "log_every=0"), "intervals")
+    one_line_error(*invoke("train", "--resume", run, "--steps", "0"), "--steps")
+    one_line_error(*invoke("train", "--resume", run, "--set", "log_every=0"), "intervals")
     assert invoke("train", "--resume", run, "--steps", "2")[0] == 0
     assert json.loads((run / "config.json").read_text())["train"]["steps"] == 2
 
@@ -130,10 +130,10 @@ def test_unreadable_file_in_paired_data_drops_its_pair(paired_dir, caplog):
 
 
 def test_config_path_errors_are_one_line(tmp_path):
-    assert_one_line_error(*invoke("train", "--config", tmp_path), "is a folder")
+    one_line_error(*invoke("train", "--config", tmp_path), "is a folder")
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes(b"size: 64 # caf\xe9\n")
-    assert_one_line_error(*invoke("train", "--config", bad), "UTF-8")
+    one_line_error(*invoke("train", "--config", bad), "UTF-8")
 
 
 def test_a_runs_config_json_works_as_a_recipe(tmp_path):

@@ -334,12 +334,12 @@ def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: 
     fp16 when it will run on a GPU)."""
     from .engine.checkpoint import resolve_checkpoint
     from .export import export_generator
-    from .runtime import _gpu_usable
+    from .runtime import gpu_usable
 
     ckpt = resolve_checkpoint(run_dir)
     import onnxruntime as ort
 
-    fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and _gpu_usable("cuda")
+    fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and gpu_usable("cuda")
                                                 and "CUDAExecutionProvider" in ort.get_available_providers())
     from .export import config_hash
     from .train import load_run_config

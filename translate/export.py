@@ -113,6 +113,13 @@ def size_multiple(net: nn.Module) -> int:
     return int(getattr(net, "size_multiple", 4))
 
 
+def probe_side(net: nn.Module, size: int) -> int:
+    """The side traced and verified at: the training size, capped at 256 px to keep export quick,
+    and a multiple of what the network needs."""
+    m = size_multiple(net)
+    return max(m, min(size, 256) // m * m)
+
+
 def min_side(net: nn.Module) -> int:
     """The smallest side the network accepts (the runtime pads smaller images up to it)."""
     return max(size_multiple(net), int(getattr(net, "min_side", 0)))
@@ -234,7 +241,7 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     active = noise == "sample" and has_noise(g.net)
     meta = metadata_for(g, noise, "fp32")
 
-    fp32_model = _trace(g.net, active, opset, g.cfg.train.size, size_multiple(g.net))
+    fp32_model = _trace(g.net, active, opset, g.cfg.train.size)
     _set_metadata(fp32_model, meta)
     onnx.checker.check_model(fp32_model)
     checks = ["onnx.checker passed"]
@@ -267,13 +274,13 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     return result
 
 
-def _trace(net: nn.Module, noise: bool, opset: int, size: int, multiple: int):
+def _trace(net: nn.Module, noise: bool, opset: int, size: int):
     """Trace to ONNX (the TorchScript exporter: no extra dependencies) with dynamic N, H, W."""
     import io
 
     import onnx
 
-    side = max(multiple, min(size, 256) // multiple * multiple)
+    side = probe_side(net, size)
     image = torch.zeros(1, 3, side, side)
     args: tuple = (image, torch.zeros(1, dtype=torch.int64)) if noise else (image,)
     names = ["image", "noise_seed"] if noise else ["image"]
@@ -293,7 +300,7 @@ def verification_inputs(g: LoadedGenerator, n_real: int = 2) -> list[tuple[np.nd
     """Random inputs of two shapes (one not square, to exercise the dynamic axes) and, where the
     run's data is at hand, real images of the generator's source domain. Each with seeds."""
     m = size_multiple(g.net)
-    side = max(m, min(g.cfg.train.size, 256) // m * m)
+    side = probe_side(g.net, g.cfg.train.size)
     rng = np.random.default_rng(0)
     shapes = [(2, 3, side, side), (1, 3, side, side + m)]
     out = [(rng.uniform(-1, 1, s).astype(np.float32), rng.integers(0, 2**31 - 1, s[0]).astype(np.int64))
@@ -415,8 +422,9 @@ def _calibration_images(folder: str | Path | None, g: LoadedGenerator, limit: in
 def _prepare(rgb: np.ndarray, side: int) -> np.ndarray:
     from PIL import Image
 
-    img = Image.fromarray(rgb).resize((side, side), Image.BICUBIC)
-    return (np.asarray(img, dtype=np.float32).transpose(2, 0, 1)[None] / 127.5 - 1.0).astype(np.float32)
+    from .images import to_float
+
+    return to_float(np.asarray(Image.fromarray(rgb).resize((side, side), Image.BICUBIC)))[None]
 
 
 def to_int8(model, images: list[np.ndarray], noise: bool, quiet: bool = False) -> tuple[Any, dict[str, float]]:

@@ -43,12 +43,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 HWC RGB, honouring EXIF orientation. Raises OSError/ValueError."""
+def alpha_of(img: Image.Image) -> np.ndarray | None:
+    """The alpha channel of an image (RGBA, LA, PA, or a palette with transparency), or None."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return np.asarray(img.convert("RGBA").getchannel("A"))
+    return None
+
+
+def load_rgb(path: str | Path, *, keep_alpha: bool = False) -> np.ndarray:
+    """Decode an image file to uint8 HWC RGB, honouring EXIF orientation. With ``keep_alpha``, an
+    image with transparency comes as RGBA (the colour still converted as ``to_rgb`` does).
+    Raises OSError/ValueError."""
     with Image.open(path) as img:
         img = ImageOps.exif_transpose(img)
         img.load()
-        return np.asarray(to_rgb(img), dtype=np.uint8).copy()
+        rgb = np.asarray(to_rgb(img), dtype=np.uint8)
+        alpha = alpha_of(img) if keep_alpha else None
+    return rgb.copy() if alpha is None else np.dstack([rgb, alpha])
 
 
 def probe(path: str | Path) -> tuple[int, int, str]:

@@ -22,12 +22,13 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, DeviceError, TranslateError
+from .images import alpha_of, is_image_file, load_rgb, to_float, to_rgb, to_uint8
 
 log = logging.getLogger("translate.run")
 
@@ -65,7 +66,7 @@ def create_session(model: str | Path, provider: str = "auto", threads: int | Non
     if provider not in ("auto", *PROVIDERS):
         raise ConfigError(f"unknown provider {provider!r}; choose auto, {', '.join(PROVIDERS)}")
     available = set(ort.get_available_providers())
-    order = [p for p in AUTO_ORDER if p == "cpu" or _gpu_usable(p)] if provider == "auto" else [provider]
+    order = [p for p in AUTO_ORDER if p == "cpu" or gpu_usable(p)] if provider == "auto" else [provider]
     wanted = [p for p in dict.fromkeys(order) if PROVIDERS[p] in available]
     if provider not in ("auto", "cpu") and PROVIDERS[provider] not in available:
         raise ConfigError(f"onnxruntime here has no {PROVIDERS[provider]} (it has {', '.join(sorted(available))}); "
@@ -117,7 +118,7 @@ def create_session(model: str | Path, provider: str = "auto", threads: int | Non
     raise ModelError(f"cannot load {path} on any provider")
 
 
-def _gpu_usable(kind: str) -> bool:
+def gpu_usable(kind: str) -> bool:
     """Whether trying a GPU provider makes sense here: an NVIDIA driver is loaded (and, for
     TensorRT, its library is installed). Spares CPU-only machines the providers' load errors."""
     import ctypes.util
@@ -167,8 +168,6 @@ def model_info(sess) -> ModelInfo:
 # --- pixels <-> tensors ------------------------------------------------------------------------
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     """PIL image or array -> uint8 HWC RGB (grayscale, RGBA, palette and 16-bit converted)."""
-    from .images import to_rgb
-
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(f"arrays must be uint8 HWC RGB, got {image.dtype}")
@@ -204,14 +203,9 @@ def pad_to_multiple(x: np.ndarray, multiple: int, min_side: int = 1) -> np.ndarr
     return pad_to(x, padded_size(x.shape[1], multiple, min_side), padded_size(x.shape[2], multiple, min_side))
 
 
-def to_input(rgb: np.ndarray) -> np.ndarray:
-    return rgb.transpose(2, 0, 1).astype(np.float32) * (1.0 / 127.5) - 1.0
-
-
 def to_pixels(out: np.ndarray, h: int, w: int) -> np.ndarray:
     """CHW in [-1, 1] -> uint8 HWC, cropped to (h, w)."""
-    x = out[:, :h, :w].transpose(1, 2, 0)
-    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return to_uint8(out[:, :h, :w])
 
 
 def _feather(length: int, start: int, tile: int, margin: int, ramp: int) -> np.ndarray:
@@ -318,7 +312,7 @@ class Translator:
         seeds = self.seeds_for(len(arrays), keys)
         if self.needs_tiling(h, w):
             return [self._tiled(a, int(s)) for a, s in zip(arrays, seeds)]
-        x = np.stack([pad_to_multiple(to_input(a), self.multiple, self.info.min_side) for a in arrays])
+        x = np.stack([pad_to_multiple(to_float(a), self.multiple, self.info.min_side) for a in arrays])
         y = self.infer(x, seeds)
         return [to_pixels(y[i], h, w) for i in range(len(arrays))]
 
@@ -346,7 +340,7 @@ class Translator:
         """Overlapping tiles, blended with feathered weights. (Dropout noise is drawn per tile: its
         masks are keyed by the position within the tile.)"""
         h, w = rgb.shape[:2]
-        x = pad_to_multiple(to_input(rgb), self.multiple, self.info.min_side)
+        x = pad_to_multiple(to_float(rgb), self.multiple, self.info.min_side)
         _, H, W = x.shape
         t = self.tile
         th, tw = min(t, H), min(t, W)
@@ -370,17 +364,6 @@ class Translator:
 def newest_model(folder: str | Path = "export") -> Path | None:
     models = sorted(Path(folder).glob("*.onnx"), key=lambda p: p.stat().st_mtime) if Path(folder).is_dir() else []
     return models[-1] if models else None
-
-
-def iter_chunks(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 # --- translate run: files in, files out --------------------------------------------------------
@@ -422,8 +405,6 @@ def plan_jobs(input_path: str | Path, out: str | Path, fmt: str = "same") -> lis
     files skipped, the structure mirrored under OUT), one image (OUT a folder, or a file name with
     an image suffix), or a text file listing image paths (relative ones from the list's folder).
     Refuses plans where two inputs would write one output or an output would replace an input."""
-    from .images import is_image_file
-
     src, out = Path(input_path), Path(out)
     if not src.exists():
         raise ConfigError(f"{src} does not exist; give a folder of images, one image, or a text file listing images")
@@ -473,33 +454,17 @@ def plan_jobs(input_path: str | Path, out: str | Path, fmt: str = "same") -> lis
     return jobs
 
 
-def alpha_of(img: Image.Image) -> np.ndarray | None:
-    """The alpha channel of a PIL image (RGBA, LA, PA, or a palette with transparency), or None."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        return np.asarray(img.convert("RGBA").getchannel("A"))
-    return None
-
-
 def decode(path: Path, resize: int | None = None) -> np.ndarray:
     """uint8 HWC: RGB, or RGBA when the image has transparency (the alpha is carried through to the
     output, the network sees RGB). EXIF orientation applied; ``resize``: scale so the shorter side is
     that many pixels."""
-    from PIL import ImageOps
-
-    from .images import to_rgb
-
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        img.load()
-        alpha = alpha_of(img)
-        rgb = np.asarray(to_rgb(img), dtype=np.uint8)
-    out = rgb if alpha is None else np.dstack([rgb, alpha])
+    out = load_rgb(path, keep_alpha=True)
     if resize:
         h, w = out.shape[:2]
         s = resize / min(h, w)
         size = (max(1, round(w * s)), max(1, round(h * s)))
         out = np.asarray(Image.fromarray(out).resize(size, Image.BICUBIC))
-    return np.ascontiguousarray(out)
+    return out
 
 
 ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")

@@ -121,19 +121,17 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
     free = shutil.disk_usage(folder).free
     margin = needed // 20 + (64 << 20)
     if needed + margin > free:
-        raise NoSpaceError(f"not enough disk space in {folder} for {what}: needs {_human(needed + margin)}, "
-                        f"{_human(free)} free; free some space or choose another --root")
+        raise NoSpaceError(f"not enough disk space in {folder} for {what}: needs {human_size(needed + margin)}, "
+                        f"{human_size(free)} free; free some space or choose another --root")
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
 
-
-human_size = _human
 
 
 # --- download -----------------------------------------------------------------------------------
@@ -152,29 +150,36 @@ def expected_digest(rf: RemoteFile, key: str, store: ChecksumStore | None) -> tu
     return (rec, f"recorded by its first download in {store.path}") if rec else (None, "")
 
 
+def mismatch(rf: RemoteFile, size: int, got_sha: str, key: str,
+             store: ChecksumStore | None) -> tuple[str, bool] | None:
+    """How a file differs from the published size or the published / recorded sha256, and whether
+    the digest it fails is a recorded one; None when it is the expected file."""
+    if rf.size is not None and size != rf.size:
+        return f"has {size} bytes, expected {rf.size}", False
+    expected, origin = expected_digest(rf, key, store)
+    if expected is not None and got_sha != expected:
+        return f"is corrupt: expected sha256 {expected} ({origin}), got {got_sha}", origin != "published"
+    return None
+
+
 def _verify(path: Path, got_sha: str, rf: RemoteFile, key: str, store: ChecksumStore | None, url: str, *,
             placed: bool = False, skip_checksum: bool = False) -> None:
     """Compare a complete file with the published or recorded size and sha256; remove it on a
     mismatch. Recording a digest is the caller's job, once the file has proved good (unpacked)."""
-    size = path.stat().st_size
-    expected, origin = expected_digest(rf, key, store)
+    found = mismatch(rf, path.stat().st_size, got_sha, key, store)
+    if found is None:
+        return
+    problem, recorded = found
     what = f"{path} (already there, put by hand or by an earlier run)" if placed else f"{rf.filename} from {url}"
+    if skip_checksum:
+        log.warning("%s %s; used anyway (--skip-checksum)", what, problem)
+        return
+    path.unlink()
     again = (f"fetch {rf.url} again" if placed else "run the command again to download it afresh (if this "
              "repeats, the server or mirror serves another file)")
-    if rf.size is not None and size != rf.size and not skip_checksum:
-        path.unlink()
-        raise DataError(f"{what} has {size} bytes, expected {rf.size}; removed it: {again}; if the publisher "
-                        f"repacked the archive, --skip-checksum accepts it")
-    if expected is not None and got_sha != expected:
-        if skip_checksum:
-            log.warning("%s has sha256 %s, not the %s %s; used anyway (--skip-checksum)", what, got_sha, origin,
-                        expected)
-            return
-        path.unlink()
-        hint = ("; if the publisher changed the file, delete its entry there" if origin != "published" else
-                "; if the publisher repacked the archive, --skip-checksum accepts it")
-        raise DataError(f"{what} is corrupt: expected sha256 {expected} ({origin}), got {got_sha}; removed it: "
-                        f"{again}{hint}")
+    hint = ("if the publisher changed the file, delete its entry there" if recorded else
+            "if the publisher repacked the archive, --skip-checksum accepts it")
+    raise DataError(f"{what} {problem}; removed it: {again}; {hint}")
 
 
 class _LocalError(Exception):
@@ -239,7 +244,7 @@ def _fetch_url(url: str, rf: RemoteFile, dest: Path, *, store: ChecksumStore | N
         part.restart()
     check_free_space(dest.parent, (rf.size or 0) - part.have, rf.filename)
     if part.have:
-        log.info("resuming %s at %s", rf.filename, _human(part.have))
+        log.info("resuming %s at %s", rf.filename, human_size(part.have))
 
     failures, last_error = 0, ""
     with _bar(rf.size, rf.filename, quiet, initial=part.have) as bar:
@@ -410,8 +415,8 @@ def extract(archive: Path, target: Path, *, root_in_archive: str | None = None, 
                 where = f" under {root_in_archive}/" if root_in_archive else ""
                 raise DataError(f"{archive} holds no files{where}; it is not the expected data set archive")
             if max_bytes is not None and total > max_bytes:
-                raise DataError(f"{archive} unpacks to {_human(total)}, more than the {_human(max_bytes)} allowed for "
-                                f"it; refusing to extract (a damaged or malicious archive)")
+                raise DataError(f"{archive} unpacks to {human_size(total)}, more than the {human_size(max_bytes)} "
+                                f"allowed for it; refusing to extract (a damaged or malicious archive)")
             check_free_space(target.parent, total, f"unpacking {archive.name}")
             # Pass 2: write into a temp folder beside the target, counting what is really written.
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
@@ -457,7 +462,7 @@ def _write_members(listed, tmp: Path, archive: Path, max_bytes: int | None, tota
                     size += len(chunk)
                     written += len(chunk)
                     if max_bytes is not None and written > max_bytes:
-                        raise DataError(f"{archive} unpacks to more than the {_human(max_bytes)} allowed for it "
+                        raise DataError(f"{archive} unpacks to more than the {human_size(max_bytes)} allowed for it "
                                         f"(its headers understate the sizes); refusing to extract it")
                     dst.write(chunk)
                     h.update(chunk)

@@ -451,19 +451,14 @@ def _from_archive(ds: Dataset, path: Path, store: ChecksumStore, skip_checksum: 
 
 
 def _check_local(rf: RemoteFile, path: Path, store: ChecksumStore, key: str, skip_checksum: bool) -> str:
-    from .download import expected_digest, sha256_file
+    """A user's archive is checked like a download, but never removed; returns its sha256."""
+    from .download import mismatch, sha256_file
 
-    expected, origin = expected_digest(rf, key, store)
-    size = path.stat().st_size
     got = sha256_file(path)
-    if skip_checksum:
-        return got
-    if rf.size is not None and size != rf.size:
-        raise DataError(f"{path} has {size} bytes, but {rf.filename} has {rf.size}; it is not the published "
-                        f"archive (or is incomplete): download it again from {rf.url}")
-    if expected is not None and got != expected:
-        raise DataError(f"{path} is not the published {rf.filename}: expected sha256 {expected} ({origin}), got "
-                        f"{got}; download it again from {rf.url}")
+    found = None if skip_checksum else mismatch(rf, path.stat().st_size, got, key, store)
+    if found is not None:
+        raise DataError(f"{path} is not the published {rf.filename}: it {found[0]}; download it again from "
+                        f"{rf.url}")
     return got
 
 
