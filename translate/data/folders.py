@@ -368,3 +368,108 @@ def make_loader(dataset: TranslationDataset, *, batch_size: int, seed: int, star
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+# --- images for the noise-to-image families ------------------------------------------------------
+def _resize_uint8(x: np.ndarray, size: int) -> np.ndarray:
+    """NHWC uint8 images to ``size`` x ``size`` (bilinear with antialiasing), in chunks."""
+    if x.shape[1] == size and x.shape[2] == size:
+        return x
+    from torch.nn import functional as F
+
+    out = []
+    for i in range(0, len(x), 1024):
+        t = torch.from_numpy(np.ascontiguousarray(x[i: i + 1024])).permute(0, 3, 1, 2).float()
+        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def _channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """HWC (or NHWC) uint8 with 1 or 3 channels to ``channels``."""
+    c = img.shape[-1]
+    if c == channels:
+        return img
+    if channels == 3:
+        return np.repeat(img, 3, axis=-1)
+    grey = img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma
+    return np.clip(grey + 0.5, 0, 255).astype(np.uint8)[..., None]
+
+
+def _square(img: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to a square, then resize (bicubic) to ``size``."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    img = img[(h - s) // 2: (h - s) // 2 + s, (w - s) // 2: (w - s) // 2 + s]
+    if s != size:
+        img = np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
+    return img
+
+
+class GenerationDataset(Dataset):
+    """Real images for a noise-to-image GAN: ``{"image": (C, size, size) in [-1, 1], "label": int64}``
+    for a key ``(index, sample_seed)`` (label -1 when unlabelled). Arrays are resized once up front;
+    files are decoded, centre-cropped and resized per sample (unreadable ones skipped)."""
+
+    def __init__(self, images, *, size: int, channels: int, flip: bool = False, seed: int = 0,
+                 held_out=None) -> None:
+        self.set = images
+        self.size, self.channels, self.flip, self.seed = size, channels, flip, seed
+        self.held_out = held_out
+        self.decoder = _Decoder()
+        self.array = None if images.images is None else _channels(_resize_uint8(images.images, size), channels)
+
+    def __len__(self) -> int:
+        return len(self.set)
+
+    def describe(self) -> str:
+        return self.set.describe()
+
+    def _raw(self, source, array, i: int) -> np.ndarray | None:
+        if array is not None:
+            return array[i]
+        img = self.decoder.load(source.files[i])
+        return None if img is None else _channels(_square(img, self.size), self.channels)
+
+    def _label(self, source, i: int) -> int:
+        return int(source.labels[i]) if source.labels is not None else -1
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
+        from ..images import to_float
+
+        index, sample_seed = key if isinstance(key, tuple) else (key, key)
+        n = len(self)
+        for attempt in range(n):
+            i = (index + attempt) % n
+            img = self._raw(self.set, self.array, i)
+            if img is None:
+                continue
+            if self.flip and np.random.default_rng([self.seed, sample_seed]).random() < 0.5:
+                img = img[:, ::-1]
+            return {"image": torch.from_numpy(to_float(img)), "label": torch.tensor(self._label(self.set, i))}
+        raise DataError(f"no image in {self.set.source} could be decoded; check the files")
+
+    def sample_batch(self, n: int) -> dict[str, torch.Tensor]:
+        """``n`` fixed real images spread evenly over the held-out set (the training set when there is
+        none), for the sample grids and the mode-collapse check."""
+        from ..images import to_float
+
+        source = self.held_out if self.held_out is not None and len(self.held_out) else self.set
+        order = np.unique(np.linspace(0, len(source) - 1, num=min(len(source), 4 * n)).round().astype(int))
+        order = np.concatenate([order[::4], np.setdiff1d(order, order[::4])])  # n evenly spaced first
+        images, labels = [], []
+        for i in order:
+            if len(images) == n:
+                break
+            if source is self.set and self.array is not None:
+                img = self.array[i]
+            elif source.images is not None:
+                img = _channels(_resize_uint8(source.images[i: i + 1], self.size), self.channels)[0]
+            else:
+                img = self._raw(source, None, i)
+            if img is not None:
+                images.append(torch.from_numpy(to_float(img)))
+                labels.append(self._label(source, i))
+        if not images:
+            raise DataError(f"could not decode any image of {self.set.source} for the sample grid")
+        return {"image": torch.stack(images), "label": torch.tensor(labels)}
