@@ -28,6 +28,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .device import amp_dtype, rng_state, set_rng_state
 from .memory import tune_malloc
 from .monitor import HealthMonitor, HealthWarning
+from .replay import PastSwaps
 
 log = logging.getLogger("translate.train")
 
@@ -95,6 +96,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.ema = EMA(self.model.generators, t.ema) if t.ema > 0 else None
         self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, grad_limit=t.grad_limit)
+        self.swaps = PastSwaps(t.swap_every, t.swap_steps, t.swap_history, seed=t.seed)
         self.sample_batch = sample_batch
         self.step = 0
         self.data_position = 0  # samples drawn from the stream so far
@@ -106,6 +108,7 @@ class Trainer:
         if self.ema is not None:
             w.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         w.update(self.model.extra_state())
+        w.update(self.swaps.tensors())
         if self.fakes is not None:
             w.update({f"fakes.{k}": v for k, v in self.fakes.items()})
         return w
@@ -122,6 +125,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "warnings": [[w.step, w.code, w.short, w.message] for w in self.monitor.history],
+            "swap": self.swaps.state(),
         }
 
     def save(self) -> Path:
@@ -143,6 +147,7 @@ class Trainer:
                 self.ema.model.load_state_dict(ema_w)
         self.model.load_extra_state({k: v for k, v in weights.items() if k.startswith("pool.")})
         self.fakes = {k[6:]: v.to(self.device) for k, v in weights.items() if k.startswith("fakes.")} or None
+        self.swaps.load(state.get("swap"), weights, self.device)
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.sched_G.load_state_dict(state["sched_G"])
@@ -179,8 +184,12 @@ class Trainer:
             self.scaler.scale(loss).backward()
 
     def _phase(self, opt: torch.optim.Optimizer, nets: nn.ModuleDict, logs: dict[str, torch.Tensor],
-               run: Callable[[Callable[[torch.Tensor], None]], Any]) -> Any:
-        """Zero the gradients, let the model accumulate them, record their norms, step."""
+               run: Callable[[Callable[[torch.Tensor], None]], Any], frozen: bool = False) -> Any:
+        """Zero the gradients, let the model accumulate them, record their norms, step. A frozen
+        side (a past snapshot playing, see ``PastSwaps``) only computes its losses."""
+        if frozen:
+            with torch.no_grad(), self._autocast():
+                return run(lambda loss: None)
         opt.zero_grad(set_to_none=True)
         with self._autocast():
             result = run(self._backward)
@@ -196,23 +205,26 @@ class Trainer:
     def train_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
         model = self.model
         model.set_schedule(self.step, self.total_steps, self.t.instance_noise_steps)
+        frozen = self.swaps.before_step(self.step, model)
         logs: dict[str, torch.Tensor] = {}
         for i in range(self.t.n_critic):
             batch = self._to_device(next(batches))
             self.data_position += self.t.batch_size
+            if frozen == "D":  # a past discriminator plays: it is not trained
+                continue
             fakes = self.fakes if i == 0 else None
-            d_logs = self._phase(self.opt_D, model.discriminators, logs,
-                                 lambda backward: model.discriminator_loss(batch, fakes, backward))
+            logs.update(self._phase(self.opt_D, model.discriminators, logs,
+                                    lambda backward: model.discriminator_loss(batch, fakes, backward)))
             model.after_discriminator_step()
-        logs.update(d_logs)
         model.discriminators.requires_grad_(False)
         try:
             g_logs, self.fakes = self._phase(self.opt_G, model.generators, logs,
-                                             lambda backward: model.generator_loss(batch, backward))
+                                             lambda backward: model.generator_loss(batch, backward),
+                                             frozen=frozen == "G")
         finally:
             model.discriminators.requires_grad_(True)
         logs.update(g_logs)
-        if self.ema is not None:
+        if self.ema is not None and frozen != "G":
             self.ema.update(model.generators)
         with warnings.catch_warnings():  # fp16: the scaler skips overflowing steps; the schedule counts steps
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
