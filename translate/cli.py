@@ -108,11 +108,15 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(["cyclegan", "pix2pix"]), default=None,
-              help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data.")
+@click.option("--model", type=click.Choice(["cyclegan", "pix2pix", "dcgan", "cgan"]), default=None,
+              help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data, "
+                   "dcgan for array files. dcgan / cgan generate images from noise (and a class).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images). "
+              help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images; for dcgan/cgan "
+                   "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
+@click.option("--recipe", type=click.Choice(["stable"]), default=None,
+              help="A set of stabilisers under your own options (docs/stabilisers.md).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
@@ -146,11 +150,13 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.pass_context
 def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
           set_values: tuple[str, ...], root: Path | None, mirror: str | None, **options: Any) -> None:
-    """Train a translator (CycleGAN or pix2pix) on folders of images or the embedded data.
+    """Train a translator (CycleGAN, pix2pix) or an image generator (DCGAN, class-conditional GAN).
 
     \b
     Examples:
       translate train                                   # embedded data, a few minutes on a CPU
+      translate train --pair mnist --model cgan         # digits from a class label
+      translate train --model dcgan --data photos/ --size 64 --recipe stable
       translate train --pair horse2zebra                # named data set: downloaded, then its recipe
       translate train --pair facades --size 128 --steps 5000
       translate train --data datasets/horse2zebra       # trainA/ trainB/ -> CycleGAN
@@ -244,7 +250,9 @@ def export(ctx: click.Context, source: Path, generator: str | None, out: Path | 
     m = result.metadata
     check = (f"int8 PSNR against fp32 {result.int8['psnr']:.1f} dB" if result.int8 else
              f"max abs diff against torch {result.max_abs_diff:.2e}")
-    click.echo(f"exported {m['family']} {m['generator']} ({m['direction']}, step {m['step']}, {m['precision']}) "
+    what = m.get("direction") or f"latent {m.get('latent_dim')}" + (f", {m['n_classes']} classes"
+                                                                    if m.get("n_classes", "0") != "0" else "")
+    click.echo(f"exported {m['family']} {m['generator']} ({what}, step {m['step']}, {m['precision']}) "
                f"to {result.path} | {check}")
 
 
@@ -356,6 +364,55 @@ def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: 
 # --- translate data ------------------------------------------------------------------------------
 _root_option = click.option("--root", type=click.Path(path_type=Path), default=None,
                             help=f"Where data sets live. [${ROOT_ENV} or ./datasets]")
+
+
+@cli.command()
+@click.argument("source", required=False, type=click.Path(path_type=Path), metavar="[RUN_DIR]")
+@click.option("--model", type=click.Path(path_type=Path), default=None, metavar="FILE.onnx",
+              help="Sample from an exported generator instead of a run (needs only onnxruntime).")
+@click.option("--n", "n", type=int, default=64, show_default=True,
+              help="Images; with --interpolate, n // N walks of N frames.")
+@click.option("--class", "class_", default=None, metavar="K", help="Only this class (index or name); cgan only.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Latents, labels and noise come from it.")
+@click.option("--interpolate", type=int, default=None, metavar="N",
+              help="Walks of N frames between random latents, along the great circle (slerp).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="The grid image. [RUN_DIR/sample-seed<S>.png, or <model>-seed<S>.png]")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None,
+              help="One numbered PNG per image instead of a grid (a sequence, with --interpolate).")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True,
+              help="With --model: the onnxruntime provider.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
+def sample(source: Path | None, model: Path | None, n: int, class_: str | None, seed: int, interpolate: int | None,
+           out: Path | None, out_dir: Path | None, provider: str, overwrite: bool) -> None:
+    """Images from a trained dcgan / cgan: a grid (one column per class for cgan), or files.
+
+    \b
+    Examples:
+      translate sample checkpoints/mnist-cgan --n 100            # 10 of each digit
+      translate sample checkpoints/mnist-cgan --class 7 --seed 3 --out sevens.png
+      translate sample checkpoints/mnist-dcgan --interpolate 10 --n 80 --out walks.png
+      translate sample --model export/mnist-cgan.onnx --out-dir frames --interpolate 30 --n 30
+    """
+    from . import sampling
+
+    if (source is None) == (model is None):
+        raise click.UsageError("give a RUN_DIR or --model FILE.onnx (one of them)")
+    if out is not None and out_dir is not None:
+        raise click.UsageError("--out writes one grid and --out-dir one file per image; give one of them")
+    gen = sampling.from_run(source) if source is not None else sampling.from_onnx(model, provider)
+    k = gen.class_index(class_) if class_ is not None else None
+    plan = sampling.plan(gen, n, seed=seed, class_index=k, interpolate=interpolate)
+    from .images import to_uint8
+
+    images = to_uint8(gen(plan.latent, plan.label, plan.seeds))
+    if out is None and out_dir is None:
+        base = source if source is not None else model.with_suffix("")
+        tag = f"-seed{seed}" + (f"-class{k}" if k is not None else "") + ("-walks" if interpolate else "")
+        out = base / f"sample{tag}.png" if source is not None else Path(f"{base}{tag}.png")
+    written = sampling.write(images, out=out, out_dir=out_dir, columns=plan.columns, overwrite=overwrite)
+    what = f"{len(images)} images" + (f" ({len(images) // interpolate} walks of {interpolate})" if interpolate else "")
+    click.echo(f"{what} -> {written[0] if out is not None else out_dir}")
 
 
 @cli.group()

@@ -1,8 +1,8 @@
 """Configuration: one dataclass per model family plus the shared :class:`TrainConfig`.
 
 Defaults follow the reference recipes (Zhu et al. 2017 for CycleGAN, Isola et al. 2017 for
-pix2pix). A YAML file (``--config``) holds any of these fields as flat keys; command-line options
-override it. The run directory keeps the result as ``config.json``.
+pix2pix, Radford et al. 2016 for DCGAN). A YAML file (``--config``) holds any of these fields as
+flat keys; command-line options override it. The run directory keeps the result as ``config.json``.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-MODELS = ("cyclegan", "pix2pix")
+MODELS = ("cyclegan", "pix2pix", "dcgan", "cgan")
+GENERATIVE = ("dcgan", "cgan")  # noise (and label) -> image
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
@@ -64,7 +65,62 @@ class Pix2PixConfig(NetworkConfig):
     direction: str = "AtoB"  # AtoB | BtoA
 
 
-FAMILY_CONFIGS: dict[str, type] = {"cyclegan": CycleGANConfig, "pix2pix": Pix2PixConfig}
+@dataclass
+class DCGANConfig:
+    """DCGAN (Radford et al. 2016): latent -> image, and the stabilisers of docs/stabilisers.md."""
+
+    latent_dim: int = 100
+    latent: str = "normal"  # normal | spherical (z on the sphere of radius sqrt(latent_dim))
+    ngf: int = 64
+    ndf: int = 64
+    channels: int = 0  # image channels; 0: from the data (1 for MNIST)
+    norm: str = "batch"  # batch | none (both networks)
+    d_norm: str | None = None  # the discriminator's, when it differs (e.g. none with wgan-gp)
+    init: str = "normal"
+    init_gain: float = 0.02
+    gan_loss: str = "nonsaturating"
+    pool_size: int = 0  # experience replay of past fakes shown to D; 0 disables
+    dropout: float = 0.0  # NoiseDropout in the generator, on at train and test time
+    noise_injection: float = 0.0  # initial strength of Gaussian noise injected into generator layers
+    pixel_norm: bool = False
+    equalized_lr: bool = False
+    minibatch_std: int = 0  # group size of the minibatch standard deviation feature; 0 disables
+    minibatch_discrimination: int = 0  # kernels of minibatch discrimination; 0 disables
+    progressive: bool = False  # progressive growing
+    progressive_start: int = 0  # resolution to grow from (4 or 8; 7 or 14 for 28 px); 0: the smallest
+    progressive_steps: int = 500  # steps to fade in each resolution, and to train it before the next
+
+
+@dataclass
+class CGANConfig(DCGANConfig):
+    """Class-conditional DCGAN: the generator conditioned by a class-conditional batch norm (or a
+    label embedding concatenated to z), the discriminator by projection (Miyato & Koyama 2018)."""
+
+    n_classes: int = 0  # 0: from the data
+    conditioning: str = "cbn"  # cbn | concat
+    embed_dim: int = 50  # label embedding size for concat
+
+
+FAMILY_CONFIGS: dict[str, type] = {"cyclegan": CycleGANConfig, "pix2pix": Pix2PixConfig, "dcgan": DCGANConfig,
+                                   "cgan": CGANConfig}
+
+# TrainConfig defaults that differ for a family (under a named data set's recipe and the user's options)
+FAMILY_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dcgan": {"batch_size": 64, "flip": False, "n_samples": 20, "epochs": 25, "decay_from": 1.0, "size": 28},
+    "cgan": {"batch_size": 64, "flip": False, "n_samples": 20, "epochs": 25, "decay_from": 1.0, "size": 28},
+}
+
+# --recipe stable: a sensible set of stabilisers per family (under YAML and the command line)
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "stable": {
+        "dcgan": {"label_smoothing": 0.1, "instance_noise": 0.1, "minibatch_std": 4, "latent": "spherical",
+                  "ema": 0.999},
+        "cgan": {"label_smoothing": 0.1, "instance_noise": 0.1, "minibatch_std": 4, "latent": "spherical",
+                 "ema": 0.999},
+        "cyclegan": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
+        "pix2pix": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
+    },
+}
 
 
 @dataclass
@@ -106,6 +162,10 @@ class TrainConfig:
     grad_limit: float = 100.0  # health monitor: gradient norm that, with a 10x jump, counts as exploding
     max_bad_fraction: float = 0.1  # more unreadable images than this fraction is an error
     synthetic_count: int = 200  # pairs in the embedded data set
+    swap_every: int = 0  # every N steps, play against a past G or D snapshot for swap_steps; 0 disables
+    swap_steps: int = 5
+    swap_history: int = 4  # snapshots kept (in the checkpoints too)
+    recipe: str | None = None  # the --recipe this run started from (a record; its options are in the config)
 
 
 @dataclass
@@ -239,6 +299,18 @@ def validate(cfg: RunConfig) -> None:
     need(min(t.log_every, t.sample_every, t.checkpoint_every) >= 1, "log/sample/checkpoint intervals must be >= 1")
     need(t.load_size is None or t.load_size == 0 or t.load_size >= t.size,
          f"load_size ({t.load_size}) must be 0 (no resize) or at least --size ({t.size})")
+    need(t.swap_every >= 0 and t.swap_steps >= 1 and t.swap_history >= 2,
+         "swap_every must be >= 0, swap_steps >= 1 and swap_history >= 2")
+    need(t.swap_every == 0 or t.swap_steps < t.swap_every, "swap_steps must be smaller than swap_every")
+    from .engine.losses import GAN_LOSSES, TARGET_LOSSES
+
+    need(m.gan_loss in GAN_LOSSES, f"unknown gan_loss {m.gan_loss!r}; choose one of {', '.join(GAN_LOSSES)}")
+    if t.label_smoothing or t.noisy_labels or t.label_flip:
+        need(m.gan_loss in TARGET_LOSSES, f"label smoothing / noisy labels / label flips need gan_loss "
+                                          f"{', '.join(TARGET_LOSSES)}, not {m.gan_loss}")
+    if isinstance(m, DCGANConfig):
+        _validate_generative(t, m, need)
+        return
     from .nn.layers import INITS, NORMS, UPSAMPLES
 
     need(m.norm in NORMS, f"unknown norm {m.norm!r}; choose one of {', '.join(NORMS)}")
@@ -252,11 +324,43 @@ def validate(cfg: RunConfig) -> None:
              f"the U-Net generator needs a power-of-two --size of at least 32, got {t.size}")
     need(m.in_channels == 3 and m.out_channels == 3,
          "in_channels and out_channels must be 3: the data pipeline reads every image as RGB")
-    from .engine.losses import GAN_LOSSES, TARGET_LOSSES
-
-    need(m.gan_loss in GAN_LOSSES, f"unknown gan_loss {m.gan_loss!r}; choose one of {', '.join(GAN_LOSSES)}")
-    if t.label_smoothing or t.noisy_labels or t.label_flip:
-        need(m.gan_loss in TARGET_LOSSES, f"label smoothing / noisy labels / label flips need gan_loss "
-                                          f"{', '.join(TARGET_LOSSES)}, not {m.gan_loss}")
     if isinstance(m, Pix2PixConfig):
         need(m.direction in ("AtoB", "BtoA"), f"direction must be AtoB or BtoA, not {m.direction!r}")
+
+
+def _validate_generative(t: TrainConfig, m: DCGANConfig, need) -> None:
+    from .nn.dcgan import CONDITIONINGS, level_of, levels_for
+    from .nn.layers import INITS
+
+    try:
+        levels_for(t.size)
+    except ValueError as exc:
+        need(False, f"--size {t.size}: {exc}")
+    need(t.size <= 1024, f"--size {t.size} is too large for a DCGAN (at most 1024)")
+    need(m.latent_dim >= 1, "latent_dim must be at least 1")
+    need(m.latent in ("normal", "spherical"), f"latent must be normal or spherical, not {m.latent!r}")
+    need(m.ngf >= 1 and m.ndf >= 1, "ngf and ndf must be at least 1")
+    need(m.channels in (0, 1, 3), f"channels must be 0 (from the data), 1 or 3, not {m.channels}")
+    need(m.norm in ("batch", "none"), f"norm must be batch or none for {t.model}, not {m.norm!r}")
+    need(m.d_norm in (None, "batch", "none"), f"d_norm must be batch or none, not {m.d_norm!r}")
+    need(m.init in INITS, f"unknown init {m.init!r}; choose one of {', '.join(INITS)}")
+    need(0.0 <= m.dropout < 1.0, "dropout must be in [0, 1)")
+    need(m.noise_injection >= 0, "noise_injection must be >= 0")
+    need(m.pool_size >= 0, "pool_size must be >= 0")
+    need(m.minibatch_std >= 0 and m.minibatch_discrimination >= 0,
+         "minibatch_std (a group size) and minibatch_discrimination (kernels) must be >= 0")
+    need(m.progressive_steps >= 1, "progressive_steps must be at least 1")
+    if m.progressive and m.progressive_start:
+        try:
+            level_of(t.size, m.progressive_start)
+        except ValueError as exc:
+            need(False, f"progressive_start: {exc}")
+    if (m.d_norm or m.norm) == "batch" and m.gan_loss == "wgan-gp":
+        need(False, "wgan-gp's penalty is per sample, which batch norm in the discriminator breaks; "
+                    "add --set d_norm=none")
+    if isinstance(m, CGANConfig):
+        need(m.n_classes >= 0, "n_classes must be >= 0 (0: from the data)")
+        need(m.conditioning in CONDITIONINGS, f"conditioning must be one of {', '.join(CONDITIONINGS)}")
+        need(m.conditioning != "cbn" or m.norm == "batch",
+             "conditioning cbn is a batch norm: it needs norm batch (or use --set conditioning=concat)")
+        need(m.embed_dim >= 1, "embed_dim must be at least 1")

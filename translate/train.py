@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import FAMILY_CONFIGS, RunConfig, TrainConfig, validate
+from .config import FAMILY_CONFIGS, FAMILY_TRAIN_DEFAULTS, GENERATIVE, RECIPES, RunConfig, TrainConfig, validate
 from .errors import CheckpointError, ConfigError
 from .fileio import atomic_write_text
 
@@ -42,11 +42,21 @@ def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = 
     if merged.get("data") is not None:
         merged["data"] = data_path(merged["data"])
     data = merged.get("data")
-    layout = detect_layout(data) if ds is None else None
-    model = merged.get("model") or ("cyclegan" if layout.kind == "unpaired" else "pix2pix")
+    model = merged.get("model")
+    if model is None and data is not None and _is_array_source(Path(data)):
+        model = "dcgan"
+    layout = detect_layout(data) if ds is None and model not in GENERATIVE else None
+    model = model or ("cyclegan" if layout.kind == "unpaired" else "pix2pix")
     if model not in FAMILY_CONFIGS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(FAMILY_CONFIGS)}")
+    if model in GENERATIVE and data is None and ds is None:
+        raise ConfigError(f"{model} learns from real images: give --pair mnist (or fashion_mnist), --data FILE.npz "
+                          f"(images x, labels y), --data DIR/<class>/*.png or --data DIR of images")
     merged["model"] = model
+    _apply_recipe(merged, model)
+    for k, v in FAMILY_TRAIN_DEFAULTS.get(model, {}).items():
+        if not (k == "epochs" and merged.get("steps") is not None):
+            merged.setdefault(k, v)
     if layout is not None and layout.kind == "synthetic":  # sized to finish in a few minutes on two CPU cores
         for k, v in SYNTHETIC_DEFAULTS.items():
             if not (k == "steps" and merged.get("epochs") is not None):
@@ -59,6 +69,28 @@ def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = 
 
         cfg.train.data = data_path(pairs.ensure(ds, root, mirror=mirror, quiet=quiet))
     return cfg
+
+
+def _is_array_source(path: Path) -> bool:
+    from .data.arrays import is_idx_folder
+
+    return path.suffix.lower() in (".npz", ".npy") and path.is_file() or is_idx_folder(path)
+
+
+def _apply_recipe(merged: dict[str, Any], model: str) -> None:
+    """Put ``--recipe NAME``'s options under the user's own (in place)."""
+    name = merged.get("recipe")
+    if name is None:
+        return
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    from .engine.losses import TARGET_LOSSES
+
+    loss = merged.get("gan_loss") or FAMILY_CONFIGS[model].gan_loss
+    for k, v in RECIPES[name][model].items():
+        if k == "label_smoothing" and loss not in TARGET_LOSSES:
+            continue  # label smoothing needs a target-based loss
+        merged.setdefault(k, v)
 
 
 def _pair_recipe(merged: dict[str, Any]):
@@ -89,7 +121,8 @@ def _pair_recipe(merged: dict[str, Any]):
 
 
 def default_run_dir(cfg: RunConfig, root: str | Path = "checkpoints") -> Path:
-    name = Path(cfg.train.data).resolve().name if cfg.train.data else "synthetic"
+    data = Path(cfg.train.data).resolve() if cfg.train.data else None
+    name = "synthetic" if data is None else data.stem if data.is_file() else data.name
     base = Path(root) / f"{name}-{cfg.train.model}"
     path, k = base, 2
     while path.exists():
@@ -149,10 +182,13 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     t = cfg.train
     device = resolve_device(t.device)
     seed_everything(t.seed)
-    layout = detect_layout(t.data)
-    dataset = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
-                                 unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
-                                 max_bad_fraction=t.max_bad_fraction)
+    if t.model in GENERATIVE:
+        dataset = _generative_data(cfg)
+    else:
+        layout = detect_layout(t.data)
+        dataset = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
+                                     unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
+                                     max_bad_fraction=t.max_bad_fraction)
     total = total_steps_for(t, len(dataset))
     if resume and not list_checkpoints(run_dir):
         raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start it again with "
@@ -165,9 +201,14 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
         return make_loader(dataset, batch_size=t.batch_size, seed=t.seed, start=start, workers=t.workers,
                            pin_memory=device.type == "cuda")
 
+    sample_batch = dataset.sample_batch(t.n_samples)
+    if hasattr(model, "prepare_sample_batch"):
+        sample_batch = model.prepare_sample_batch(sample_batch, t.seed)
     trainer = Trainer(model, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
-                      sample_batch=dataset.sample_batch(t.n_samples), quiet=quiet)
+                      sample_batch=sample_batch, quiet=quiet)
     write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
+    if t.model in GENERATIVE:
+        write_classes(run_dir, dataset.set.classes)
     _setup_file_log(run_dir)
     if resume:
         path = trainer.resume()
@@ -182,6 +223,50 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
     summary["run_dir"] = str(run_dir)
     return summary
+
+
+def _generative_data(cfg: RunConfig):
+    """The real images of a noise-to-image run; fills in the config's ``channels`` (and
+    ``n_classes``) from the data."""
+    from .data import pairs
+    from .data.arrays import load_image_set, split
+    from .data.folders import GenerationDataset
+
+    t, m = cfg.train, cfg.model
+    classes = pairs.get(t.pair).classes if t.pair else ()
+    images, held = split(load_image_set(t.data, classes=classes, max_bad_fraction=t.max_bad_fraction))
+    if not m.channels:
+        m.channels = images.channels
+    if t.model == "cgan":
+        if not images.labelled:
+            raise ConfigError(f"cgan needs class labels, and {t.data} has none: put the images in DIR/<class>/ "
+                              f"folders, or give an .npz with images x and labels y (or train --model dcgan)")
+        if m.n_classes and m.n_classes != len(images.classes):
+            raise ConfigError(f"n_classes is {m.n_classes} but {t.data} has {len(images.classes)} classes; "
+                              f"drop n_classes (0 takes it from the data)")
+        m.n_classes = len(images.classes)
+    if len(held):
+        log.info("holding out %d images of %s (never trained on) for samples and scores", len(held), t.data)
+    return GenerationDataset(images, size=t.size, channels=m.channels, flip=t.flip, seed=t.seed, held_out=held)
+
+
+CLASSES_FILE = "classes.json"
+
+
+def write_classes(run_dir: Path, classes: tuple[str, ...]) -> None:
+    atomic_write_text(run_dir / CLASSES_FILE, json.dumps(list(classes)) + "\n")
+
+
+def read_classes(run_dir: Path, n_classes: int = 0) -> list[str]:
+    """The class names of a run (index order); their indices when the run did not record names."""
+    path = Path(run_dir) / CLASSES_FILE
+    try:
+        names = json.loads(path.read_text())
+        if isinstance(names, list) and (not n_classes or len(names) == n_classes):
+            return [str(x) for x in names]
+    except (OSError, ValueError):
+        pass
+    return [str(i) for i in range(n_classes)]
 
 
 def _setup_file_log(run_dir: Path) -> None:

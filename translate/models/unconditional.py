@@ -1,0 +1,135 @@
+"""Unconditional DCGAN (Radford et al. 2016): noise -> image, on the engine's shared losses,
+trainer, checkpoints and monitor. The class-conditional family (``conditional.py``) extends it.
+
+A batch is ``{"image": reals, "label": classes}`` (labels unused here). The generator's latent is
+drawn inside the step from the global torch RNG, which the trainer checkpoints, so a resumed run
+draws the same latents. The sample batch adds fixed latents ``z`` (and ``fake_label``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import DCGANConfig, TrainConfig
+from ..engine.losses import TARGET_LOSSES
+from ..engine.replay import ReplayBuffer
+from ..nn.dcgan import DCGANDiscriminator, DCGANGenerator, level_of, progressive_reals, progressive_stage
+from ..nn.layers import equalize_lr, init_weights
+from .base import Backward, Batch, Fakes, GANModel, Logs
+
+
+def sample_latents(n: int, dim: int, kind: str = "normal", *, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """z ~ N(0, I); ``spherical``: projected onto the sphere of radius sqrt(dim), where nearly all of
+    a high-dimensional Gaussian's mass lies (White 2016), so no sample comes from the sparse centre."""
+    z = torch.randn(n, dim, generator=generator, device=device if generator is None else "cpu").to(device)
+    if kind == "spherical":
+        z = z * (math.sqrt(dim) / z.norm(dim=1, keepdim=True).clamp_min(1e-8))
+    return z
+
+
+class DCGAN(GANModel):
+    family = "dcgan"
+    conditional = False
+
+    def __init__(self, cfg: DCGANConfig, train: TrainConfig) -> None:
+        super().__init__(cfg, train)
+        n_classes = getattr(cfg, "n_classes", 0) if self.conditional else 0
+        g = DCGANGenerator(cfg.latent_dim, train.size, cfg.channels or 3, ngf=cfg.ngf, norm=cfg.norm,
+                           n_classes=n_classes, conditioning=getattr(cfg, "conditioning", "cbn"),
+                           embed_dim=getattr(cfg, "embed_dim", 50), pixel_norm=cfg.pixel_norm,
+                           noise=cfg.noise_injection, dropout=cfg.dropout, progressive=cfg.progressive)
+        d = DCGANDiscriminator(train.size, cfg.channels or 3, ndf=cfg.ndf, norm=cfg.d_norm or cfg.norm,
+                               n_classes=n_classes, minibatch_std=cfg.minibatch_std,
+                               minibatch_discrimination=cfg.minibatch_discrimination, progressive=cfg.progressive)
+        for net in (g, d):
+            init_weights(net, cfg.init, cfg.init_gain)
+            if cfg.equalized_lr:
+                equalize_lr(net)
+        self.generators = nn.ModuleDict({"G": g})
+        self.discriminators = nn.ModuleDict({"D": d})
+        self.pools = {"D": ReplayBuffer(cfg.pool_size, seed=train.seed)}
+        self.start_level = level_of(train.size, cfg.progressive_start) if cfg.progressive_start else 0
+
+    # --- schedule ------------------------------------------------------------------------------
+    def set_schedule(self, step: int, total_steps: int, noise_steps: int | None) -> None:
+        super().set_schedule(step, total_steps, noise_steps)
+        if self.cfg.progressive:
+            g, d = self.generators["G"], self.discriminators["D"]
+            g.stage = d.stage = progressive_stage(step, self.start_level, g.k, self.cfg.progressive_steps)
+
+    @property
+    def stage(self) -> float:
+        return self.generators["G"].stage
+
+    # --- pieces ----------------------------------------------------------------------------------
+    def latents(self, n: int, device: torch.device) -> torch.Tensor:
+        return sample_latents(n, self.cfg.latent_dim, self.cfg.latent, device=device)
+
+    def fake_labels(self, batch: Batch) -> torch.Tensor | None:
+        """The classes fakes are drawn for: those of the real batch (conditional only)."""
+        return None
+
+    def generate(self, z: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        return self.generators["G"](z, label)
+
+    def critic(self, x: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        return self.discriminators["D"](x, label)
+
+    def prepare_sample_batch(self, batch: Batch, seed: int) -> Batch:
+        """Fixed latents (and labels) for the sample grids: the same every time, drawn from ``seed``."""
+        n = batch["image"].shape[0]
+        batch = dict(batch)
+        batch["z"] = sample_latents(n, self.cfg.latent_dim, self.cfg.latent,
+                                    generator=torch.Generator().manual_seed(seed))
+        if self.conditional:  # the real images' classes, so that each fake sits above a real of its class
+            real = batch.get("label")
+            ok = real is not None and bool((real >= 0).all()) and bool((real < self.cfg.n_classes).all())
+            batch["fake_label"] = real.clone() if ok else torch.arange(n) % self.cfg.n_classes
+        return batch
+
+    # --- the contract --------------------------------------------------------------------------
+    def discriminator_loss(self, batch: Batch, fakes: Fakes | None, backward: Backward) -> Logs:
+        real = batch["image"]
+        label = batch.get("label") if self.conditional else None
+        if fakes is None:
+            with torch.no_grad():
+                y = self.fake_labels(batch)
+                fakes = {"fake": self.generate(self.latents(real.shape[0], real.device), y)}
+                if y is not None:
+                    fakes["label"] = y
+        fake_label = fakes.get("label")
+        if fake_label is None:
+            fake = self.pools["D"](fakes["fake"])
+        else:
+            fake, fake_label = self.pools["D"](fakes["fake"], fake_label)
+        if self.cfg.progressive:
+            g = self.generators["G"]
+            real = progressive_reals(real, self.stage, g.base, g.k)
+        real_n, fake_n = self.instance_noise(real), self.instance_noise(fake)
+        loss = self.adv.d_loss(self.critic(real_n, label), self.critic(fake_n, fake_label))
+        if self.adv.kind in TARGET_LOSSES:
+            loss = 0.5 * loss
+        penalty = self.adv.penalty(lambda x: self.critic(x, label), real_n, fake_n)
+        if penalty is not None:
+            loss = loss + penalty
+        backward(loss)
+        return {"loss_D": loss.detach()}
+
+    def generator_loss(self, batch: Batch, backward: Backward) -> tuple[Logs, Fakes]:
+        real = batch["image"]
+        y = self.fake_labels(batch)
+        fake = self.generate(self.latents(real.shape[0], real.device), y)
+        loss = self.adv.g_loss(self.critic(self.instance_noise(fake), y))
+        backward(loss)
+        out = {"fake": fake.detach()}
+        if y is not None:
+            out["label"] = y
+        return {"loss_G": loss.detach()}, out
+
+    @torch.no_grad()
+    def sample(self, batch: Batch) -> dict[str, torch.Tensor]:
+        fake = self.generate(batch["z"], batch.get("fake_label") if self.conditional else None)
+        return {"fake_image": fake, "real_image": batch["image"]}
