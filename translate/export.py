@@ -126,9 +126,9 @@ def min_side(net: nn.Module) -> int:
 
 
 def has_noise(net: nn.Module) -> bool:
-    from .nn.layers import NoiseDropout
+    from .nn.layers import NoiseDropout, NoiseInjection
 
-    return any(isinstance(m, NoiseDropout) and m.p > 0 for m in net.modules())
+    return any(isinstance(m, NoiseDropout) and m.p > 0 or isinstance(m, NoiseInjection) for m in net.modules())
 
 
 class _Graph(nn.Module):
@@ -231,6 +231,11 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     if opset < 13:
         raise ConfigError(f"--opset {opset} is too old; use 13 or newer (17 recommended)")
     g = load_generator(source, generator)
+    if is_generative(g):
+        if int8:
+            raise ConfigError(f"--int8 is calibrated on input images, and {g.cfg.train.model} generators take "
+                              f"latents; export it in fp32 (or --fp16 for GPUs)")
+        return _export_generative(g, out=out, opset=opset, noise=noise, fp16=fp16, overwrite=overwrite)
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     path = Path(out) if out else default_output(g, precision)
     if path.suffix != ".onnx":
@@ -272,6 +277,117 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
         onnx.save(model, str(tmp))
     result.metadata = read_metadata(model)
     return result
+
+
+# --- noise-to-image generators (dcgan, cgan) ----------------------------------------------------------
+def is_generative(g: LoadedGenerator) -> bool:
+    from .config import GENERATIVE
+
+    return g.cfg.train.model in GENERATIVE
+
+
+class _LatentGraph(nn.Module):
+    """What is traced for a noise-to-image generator: ``latent`` (N, latent_dim) float32, then
+    ``label`` (N,) int64 when class-conditional, then ``noise_seed`` (N,) int64 when the generator
+    has noise layers (dropout, injected noise), which draw from the seed as in the translators."""
+
+    def __init__(self, net: nn.Module, noise: bool) -> None:
+        super().__init__()
+        self.net, self.noise = net, noise
+        self.conditional = bool(getattr(net, "n_classes", 0))
+
+    def input_names(self) -> list[str]:
+        return ["latent"] + (["label"] if self.conditional else []) + (["noise_seed"] if self.noise else [])
+
+    def forward(self, latent: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        from .nn.layers import set_noise_mode
+
+        label = rest[0] if self.conditional else None
+        seeds = rest[-1] if self.noise else None
+        set_noise_mode(self.net, "fixed" if self.noise else "off", seeds)
+        try:
+            return self.net(latent, label)
+        finally:
+            set_noise_mode(self.net, "sample")
+
+
+def generative_inputs(net: nn.Module, noise: bool, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feed = {"latent": rng.standard_normal((n, net.latent_dim)).astype(np.float32)}
+    if getattr(net, "n_classes", 0):
+        feed["label"] = rng.integers(0, net.n_classes, n).astype(np.int64)
+    if noise:
+        feed["noise_seed"] = rng.integers(0, 2**31 - 1, n).astype(np.int64)
+    return feed
+
+
+def generative_metadata(g: LoadedGenerator, noise: str, precision: str) -> dict[str, str]:
+    from .train import read_classes
+
+    t, m = g.cfg.train, g.cfg.model
+    n_classes = int(getattr(m, "n_classes", 0))
+    return {
+        "family": t.model, "generator": g.name, "latent_dim": str(m.latent_dim), "latent": m.latent,
+        "n_classes": str(n_classes), "classes": json.dumps(read_classes(g.run_dir, n_classes) if n_classes else []),
+        "channels": str(g.net.channels), "train_size": str(t.size),
+        "normalisation": json.dumps({"mean": [0.5] * g.net.channels, "std": [0.5] * g.net.channels,
+                                     "range": [-1, 1], "layout": "NCHW"}),
+        "noise": noise if has_noise(g.net) else "none", "precision": precision,
+        "version": __version__, "config_hash": config_hash(g.cfg), "run": g.run_dir.name, "step": str(g.step),
+        "ema": str(g.ema).lower(), "data": t.pair or (Path(t.data).name if t.data else "synthetic"),
+    }
+
+
+def _export_generative(g: LoadedGenerator, *, out, opset: int, noise: str, fp16: bool,
+                       overwrite: bool) -> ExportResult:
+    import io
+
+    import onnx
+
+    precision = "fp16" if fp16 else "fp32"
+    path = Path(out) if out else default_output(g, precision)
+    if path.suffix != ".onnx":
+        raise ConfigError(f"{path}: the output must end in .onnx")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
+    active = noise == "sample" and has_noise(g.net)
+    graph = _LatentGraph(g.net, active).eval()
+    names = graph.input_names()
+    example = {k: torch.from_numpy(v) for k, v in generative_inputs(g.net, active, 2).items()}
+    axes = {name: {0: "batch"} for name in [*names, "output"]}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, tuple(example[k] for k in names), buf, dynamo=False, input_names=names,
+                          output_names=["output"], dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+    model = onnx.load_model_from_string(buf.getvalue())
+    meta = generative_metadata(g, noise, precision)
+    _set_metadata(model, meta)
+    model.doc_string = (f"translate {meta['family']} generator: inputs {', '.join(names)}; output float32 NCHW in "
+                        f"[-1, 1], {meta['channels']} channel(s), {meta['train_size']} px")
+    checks = []
+    if fp16:
+        model = to_fp16(model)
+        _set_metadata(model, meta)
+    onnx.checker.check_model(model)
+    checks.append("onnx.checker passed")
+    tolerance = FP16_TOLERANCE if fp16 else FP32_TOLERANCE
+    sess = _session(model)
+    worst = 0.0
+    for n, seed in ((1, 0), (5, 1), (16, 2)):
+        feed = generative_inputs(g.net, active, n, seed)
+        got = sess.run(["output"], feed)[0].astype(np.float32)
+        with torch.no_grad():
+            ref = graph(*(torch.from_numpy(feed[k]) for k in names)).numpy()
+        worst = max(worst, float(np.abs(got - ref).max()))
+    if not np.isfinite(worst) or worst > tolerance:
+        raise ExportError(f"the {precision} ONNX model differs from torch by up to {worst:.3g} (limit {tolerance:g}); "
+                          f"not saved. Re-run with --debug and report it")
+    checks.append(f"{precision} matches torch: max abs diff {worst:.2e} over 3 batches (limit {tolerance:.0e})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return ExportResult(path, worst, checks, read_metadata(model))
 
 
 def _trace(net: nn.Module, noise: bool, opset: int, size: int):

@@ -153,6 +153,9 @@ def model_info(sess) -> ModelInfo:
     meta = {k[len("translate."):]: v for k, v in sess.get_modelmeta().custom_metadata_map.items()
             if k.startswith("translate.")}
     inputs = {i.name: i for i in sess.get_inputs()}
+    if "latent" in inputs:
+        raise ModelError(f"this is a {meta.get('family', 'noise-to-image')} generator: it makes images from latents "
+                         f"and does not translate them; use 'translate sample --model FILE.onnx'")
     if "image" not in inputs or [o.name for o in sess.get_outputs()][:1] != ["output"]:
         raise ModelError("the model has no 'image' input and 'output' output; it is not a translate generator "
                          "(export one with 'translate export')")
