@@ -252,7 +252,7 @@ def test_every_stabiliser_at_once_trains_and_resumes_exactly(digits, tmp_path):
             "minibatch_discrimination": 4, "equalized_lr": True, "pixel_norm": True, "noise_injection": 0.1,
             "dropout": 0.2, "pool_size": 6, "progressive": True, "progressive_steps": 1, "swap_every": 2,
             "swap_steps": 1, "d_optimizer": "sgd", "noisy_labels": True, "label_flip": 0.1, "instance_noise": 0.1,
-            "latent": "spherical", "ema": 0.9}
+            "latent": "spherical", "ema": 0.9, "conditioning": "cbn"}
     cfg = build_config(opts)
     train(cfg, tmp_path / "a", quiet=True)
     train(RunConfig.from_dict(cfg.to_dict()), tmp_path / "b", quiet=True, stop_at=3)

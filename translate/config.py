@@ -93,11 +93,14 @@ class DCGANConfig:
 
 @dataclass
 class CGANConfig(DCGANConfig):
-    """Class-conditional DCGAN: the generator conditioned by a class-conditional batch norm (or a
-    label embedding concatenated to z), the discriminator by projection (Miyato & Koyama 2018)."""
+    """Class-conditional DCGAN: the generator conditioned by a label embedding concatenated to z (or
+    a class-conditional batch norm in every layer), the discriminator by projection (Miyato &
+    Koyama 2018). Concatenation is the default: measured on MNIST, a cbn generator still ignored
+    its label after 500 steps (its per-class scales move by at most lr per step from 1), while the
+    embedding concatenated to z steers the very first layer from the start."""
 
     n_classes: int = 0  # 0: from the data
-    conditioning: str = "cbn"  # cbn | concat
+    conditioning: str = "concat"  # concat | cbn
     embed_dim: int = 50  # label embedding size for concat
 
 

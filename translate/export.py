@@ -105,6 +105,9 @@ def load_generator(source: str | Path, generator: str | None = None) -> LoadedGe
     if missing or unexpected:
         raise CheckpointError(f"{ckpt} does not fit the {name} its config.json describes (missing "
                               f"{len(missing)}, unexpected {len(unexpected)} tensors); is config.json from this run?")
+    if use_ema and hasattr(model, "refresh_norm_stats"):  # batch-norm statistics of the averaged weights
+        with torch.random.fork_rng():
+            model.refresh_norm_stats(net)
     net.eval()
     return LoadedGenerator(net, name, cfg, run_dir, ckpt, int(state.get("step", 0)), use_ema)
 

@@ -247,6 +247,9 @@ class Trainer:
             torch.manual_seed(self.t.seed)
             self.model.eval()
             if self.ema is not None:  # the averaged weights are the ones worth looking at
+                if hasattr(self.model, "refresh_norm_stats"):
+                    for net in self.ema.model.values():
+                        self.model.refresh_norm_stats(net, seed=self.t.seed)
                 self.model.generators = self.ema.model
             try:
                 with self._autocast():

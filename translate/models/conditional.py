@@ -1,6 +1,6 @@
 """Class-conditional GAN: the DCGAN networks with the label given to both. The generator is
-conditioned by a class-conditional batch norm in every layer (or a label embedding concatenated
-to z: ``conditioning: concat``), the discriminator by projection (Miyato & Koyama 2018): its score
+conditioned by a learned label embedding concatenated to z (or, ``conditioning: cbn``, by a
+class-conditional batch norm in every layer), the discriminator by projection (Miyato & Koyama 2018): its score
 adds ``<embed(y), phi(x)>`` to an unconditional one, which trains faster and more stably than
 feeding the label in as an input channel.
 

@@ -130,8 +130,8 @@ class DCGANGenerator(nn.Module):
         ngf: channels of the last feature map (the first has up to 8x).
         norm: ``batch`` (Radford) or ``none`` (e.g. with ``pixel_norm``).
         n_classes: 0 for an unconditional generator.
-        conditioning: ``cbn`` (a class-conditional batch norm in every layer) or ``concat`` (a
-            learned ``embed_dim`` label embedding concatenated to z).
+        conditioning: ``concat`` (a learned ``embed_dim`` label embedding concatenated to z) or
+            ``cbn`` (a class-conditional batch norm in every layer).
         pixel_norm: pixelwise feature normalisation after every layer, and on z.
         noise: initial strength of Gaussian noise injected after every layer (0: none).
         dropout: NoiseDropout after every hidden layer (on at test time; 0: none).
@@ -139,7 +139,7 @@ class DCGANGenerator(nn.Module):
     """
 
     def __init__(self, latent_dim: int = 100, size: int = 64, channels: int = 3, *, ngf: int = 64,
-                 norm: str = "batch", n_classes: int = 0, conditioning: str = "cbn", embed_dim: int = 50,
+                 norm: str = "batch", n_classes: int = 0, conditioning: str = "concat", embed_dim: int = 50,
                  pixel_norm: bool = False, noise: float = 0.0, dropout: float = 0.0,
                  progressive: bool = False) -> None:
         super().__init__()
