@@ -426,3 +426,27 @@ def test_sgd_for_the_discriminator_adam_for_the_generator(digits, tmp_path):
                       loader_factory=lambda start: iter(()))
     assert isinstance(trainer.opt_D, torch.optim.SGD) and isinstance(trainer.opt_G, torch.optim.Adam)
     assert trainer.opt_D.param_groups[0]["lr"] == 0.01 and trainer.opt_G.param_groups[0]["lr"] == 2e-4
+
+
+def test_ema_generator_gets_its_own_batch_norm_statistics(digits):
+    """Running statistics copied from another set of weights make eval-mode samples garbage;
+    after refresh_norm_stats, eval mode matches what the network's own batches give."""
+    from translate.models import build_model
+    from translate.train import build_config
+
+    cfg = build_config({"model": "cgan", "data": str(digits), "size": 16, "ngf": 8, "ndf": 8})
+    cfg.model.channels, cfg.model.n_classes = 1, 10
+    model = build_model(cfg)
+    g = model.generators["G"]
+    for m in g.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(3.0)
+            m.running_var.fill_(0.01)
+    z, y = torch.randn(512, 100), torch.arange(512) % 10
+    with torch.no_grad():
+        batch_mode = g.train()(z, y)
+        stale = g.eval()(z, y)
+        model.refresh_norm_stats(g, batches=16, batch_size=64)
+        fresh = g.eval()(z, y)
+    assert (fresh - batch_mode).abs().mean() < (stale - batch_mode).abs().mean() / 10
+    assert not g.training
