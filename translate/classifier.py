@@ -94,13 +94,6 @@ class DigitClassifier(nn.Module):
 
 
 # --- training ----------------------------------------------------------------------------------
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def cpu_threads() -> int:
     """Intra-op threads for running (not training) this small network: the CPUs this process may use
     (torch may count the whole machine in a container) less those other work keeps busy (the 1-minute
@@ -113,7 +106,9 @@ def cpu_threads() -> int:
         busy = os.getloadavg()[0]
     except (AttributeError, OSError):  # not Unix
         busy = 0.0
-    cpus = _cpus()
+    from .runtime import cpu_count
+
+    cpus = cpu_count()
     return max(1, min(torch.get_num_threads(), cpus, round(cpus - busy)))
 
 

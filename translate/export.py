@@ -143,16 +143,20 @@ class _Graph(nn.Module):
         self.noise = noise
 
     def forward(self, image: torch.Tensor, noise_seed: torch.Tensor | None = None) -> torch.Tensor:
-        from .nn.layers import set_noise_mode
-
-        if self.noise:
-            set_noise_mode(self.net, "fixed", noise_seed)
-        else:
-            set_noise_mode(self.net, "off")
-        try:
+        with _seeded_noise(self.net, self.noise, noise_seed):
             return self.net(image)
-        finally:
-            set_noise_mode(self.net, "sample")
+
+
+@contextlib.contextmanager
+def _seeded_noise(net: nn.Module, active: bool, seeds: torch.Tensor | None):
+    """The exported graph's noise: drawn from ``seeds`` (fixed mode) or off; back to sampling after."""
+    from .nn.layers import set_noise_mode
+
+    set_noise_mode(net, "fixed" if active else "off", seeds if active else None)
+    try:
+        yield
+    finally:
+        set_noise_mode(net, "sample")
 
 
 def torch_reference(net: nn.Module, image: np.ndarray, seeds: np.ndarray | None, noise: bool) -> np.ndarray:
@@ -234,17 +238,17 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     if opset < 13:
         raise ConfigError(f"--opset {opset} is too old; use 13 or newer (17 recommended)")
     g = load_generator(source, generator)
-    if is_generative(g):
-        if int8:
-            raise ConfigError(f"--int8 is calibrated on input images, and {g.cfg.train.model} generators take "
-                              f"latents; export it in fp32 (or --fp16 for GPUs)")
-        return _export_generative(g, out=out, opset=opset, noise=noise, fp16=fp16, overwrite=overwrite)
+    if is_generative(g) and int8:
+        raise ConfigError(f"--int8 is calibrated on input images, and {g.cfg.train.model} generators take "
+                          f"latents; export it in fp32 (or --fp16 for GPUs)")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     path = Path(out) if out else default_output(g, precision)
     if path.suffix != ".onnx":
         raise ConfigError(f"{path}: the output must end in .onnx")
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
+    if is_generative(g):
+        return _export_generative(g, path, opset=opset, noise=noise, fp16=fp16)
     calib_images = _calibration_images(calibration, g) if int8 else None
     active = noise == "sample" and has_noise(g.net)
     meta = metadata_for(g, noise, "fp32")
@@ -303,15 +307,9 @@ class _LatentGraph(nn.Module):
         return ["latent"] + (["label"] if self.conditional else []) + (["noise_seed"] if self.noise else [])
 
     def forward(self, latent: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        from .nn.layers import set_noise_mode
-
         label = rest[0] if self.conditional else None
-        seeds = rest[-1] if self.noise else None
-        set_noise_mode(self.net, "fixed" if self.noise else "off", seeds)
-        try:
+        with _seeded_noise(self.net, self.noise, rest[-1] if self.noise else None):
             return self.net(latent, label)
-        finally:
-            set_noise_mode(self.net, "sample")
 
 
 def generative_inputs(net: nn.Module, noise: bool, n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -341,18 +339,13 @@ def generative_metadata(g: LoadedGenerator, noise: str, precision: str) -> dict[
     }
 
 
-def _export_generative(g: LoadedGenerator, *, out, opset: int, noise: str, fp16: bool,
-                       overwrite: bool) -> ExportResult:
+def _export_generative(g: LoadedGenerator, path: Path, *, opset: int, noise: str, fp16: bool) -> ExportResult:
+    """``export_generator`` for a latent (and label) generator; ``path`` is checked by the caller."""
     import io
 
     import onnx
 
     precision = "fp16" if fp16 else "fp32"
-    path = Path(out) if out else default_output(g, precision)
-    if path.suffix != ".onnx":
-        raise ConfigError(f"{path}: the output must end in .onnx")
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
     active = noise == "sample" and has_noise(g.net)
     graph = _LatentGraph(g.net, active).eval()
     names = graph.input_names()

@@ -149,9 +149,14 @@ class ModelInfo:
     meta: dict[str, str] | None = None
 
 
-def model_info(sess) -> ModelInfo:
-    meta = {k[len("translate."):]: v for k, v in sess.get_modelmeta().custom_metadata_map.items()
+def session_metadata(sess) -> dict[str, str]:
+    """The ``translate.*`` metadata of an onnxruntime session's model, without the prefix."""
+    return {k[len("translate."):]: v for k, v in sess.get_modelmeta().custom_metadata_map.items()
             if k.startswith("translate.")}
+
+
+def model_info(sess) -> ModelInfo:
+    meta = session_metadata(sess)
     inputs = {i.name: i for i in sess.get_inputs()}
     if "latent" in inputs:
         raise ModelError(f"this is a {meta.get('family', 'noise-to-image')} generator: it makes images from latents "

@@ -90,8 +90,7 @@ def from_run(source: str | Path) -> Generator:
     import torch
 
     from .config import GENERATIVE
-    from .export import load_generator
-    from .nn.layers import set_noise_mode
+    from .export import _seeded_noise, load_generator
     from .train import read_classes
 
     g = load_generator(source)
@@ -102,13 +101,9 @@ def from_run(source: str | Path) -> Generator:
     n_classes = int(getattr(g.cfg.model, "n_classes", 0))
 
     def fn(latent: np.ndarray, label: np.ndarray | None, seeds: np.ndarray) -> np.ndarray:
-        set_noise_mode(net, "fixed", torch.from_numpy(seeds))
-        try:
-            with torch.no_grad():
-                y = None if label is None else torch.from_numpy(label)
-                return net(torch.from_numpy(latent), y).float().numpy()
-        finally:
-            set_noise_mode(net, "sample")
+        with _seeded_noise(net, True, torch.from_numpy(seeds)), torch.no_grad():
+            y = None if label is None else torch.from_numpy(label)
+            return net(torch.from_numpy(latent), y).float().numpy()
 
     return Generator(fn, g.cfg.model.latent_dim, g.cfg.model.latent,
                      read_classes(g.run_dir, n_classes) if n_classes else [], net.channels, str(g.run_dir))
@@ -116,15 +111,13 @@ def from_run(source: str | Path) -> Generator:
 
 def from_onnx(path: str | Path, provider: str = "auto") -> Generator:
     """An exported generator (``translate export`` of a dcgan / cgan run), on onnxruntime."""
-    from .runtime import create_session
+    from .runtime import create_session, session_metadata
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; export a run with 'translate export RUN_DIR'")
     sess, _ = create_session(path, provider=provider)
-    meta = sess.get_modelmeta().custom_metadata_map
-    prefix = "translate."
-    meta = {k[len(prefix):]: v for k, v in meta.items() if k.startswith(prefix)}
+    meta = session_metadata(sess)
     names = [i.name for i in sess.get_inputs()]
     if "latent" not in names:
         raise ConfigError(f"{path} is an image translator ({meta.get('family', 'unknown family')}); "

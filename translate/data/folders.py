@@ -425,14 +425,15 @@ class GenerationDataset(Dataset):
     def describe(self) -> str:
         return self.set.describe()
 
-    def _raw(self, source, array, i: int) -> np.ndarray | None:
-        if array is not None:
-            return array[i]
-        img = self.decoder.load(source.files[i])
+    def _load(self, i: int) -> np.ndarray | None:
+        """Image ``i`` as uint8 HWC at the training size and channels (None: undecodable)."""
+        if self.array is not None:
+            return self.array[i]
+        img = self.decoder.load(self.set.files[i])
         return None if img is None else _channels(_square(img, self.size), self.channels)
 
-    def _label(self, source, i: int) -> int:
-        return int(source.labels[i]) if source.labels is not None else -1
+    def _label(self, i: int) -> int:
+        return int(self.set.labels[i]) if self.set.labels is not None else -1
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
         from ..images import to_float
@@ -441,12 +442,12 @@ class GenerationDataset(Dataset):
         n = len(self)
         for attempt in range(n):
             i = (index + attempt) % n
-            img = self._raw(self.set, self.array, i)
+            img = self._load(i)
             if img is None:
                 continue
             if self.flip and np.random.default_rng([self.seed, sample_seed]).random() < 0.5:
                 img = img[:, ::-1]
-            return {"image": torch.from_numpy(to_float(img)), "label": torch.tensor(self._label(self.set, i))}
+            return {"image": torch.from_numpy(to_float(img)), "label": torch.tensor(self._label(i))}
         raise DataError(f"no image in {self.set.source} could be decoded; check the files")
 
     def sample_batch(self, n: int) -> dict[str, torch.Tensor]:
@@ -454,22 +455,19 @@ class GenerationDataset(Dataset):
         none), for the sample grids and the mode-collapse check."""
         from ..images import to_float
 
-        source = self.held_out if self.held_out is not None and len(self.held_out) else self.set
+        source = self
+        if self.held_out is not None and len(self.held_out):
+            source = GenerationDataset(self.held_out, size=self.size, channels=self.channels)
         order = np.unique(np.linspace(0, len(source) - 1, num=min(len(source), 4 * n)).round().astype(int))
         order = np.concatenate([order[::4], np.setdiff1d(order, order[::4])])  # n evenly spaced first
         images, labels = [], []
         for i in order:
             if len(images) == n:
                 break
-            if source is self.set and self.array is not None:
-                img = self.array[i]
-            elif source.images is not None:
-                img = _channels(_resize_uint8(source.images[i: i + 1], self.size), self.channels)[0]
-            else:
-                img = self._raw(source, None, i)
+            img = source._load(i)
             if img is not None:
                 images.append(torch.from_numpy(to_float(img)))
-                labels.append(self._label(source, i))
+                labels.append(source._label(i))
         if not images:
             raise DataError(f"could not decode any image of {self.set.source} for the sample grid")
         return {"image": torch.stack(images), "label": torch.tensor(labels)}

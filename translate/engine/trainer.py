@@ -2,10 +2,11 @@
 
 One step = ``n_critic`` discriminator updates, each on a fresh batch, then one generator update on
 the last batch with the discriminators frozen. The first discriminator update judges the fakes of
-the previous generator step (see ``models/base.py``), so generators run once per step. Around that the trainer owns the optimisers (Adam,
-or SGD for the discriminator), the constant-then-linear-decay learning rate, autocast and gradient
-scaling, per-network gradient norms, an optional EMA of the generators, the health monitor,
-``metrics.jsonl``, sample grids and checkpoints. A resumed run reproduces the uninterrupted one.
+the previous generator step (see ``models/base.py``), so generators run once per step. Around that
+the trainer owns the optimisers (Adam, or SGD for the discriminator), the constant-then-linear-decay
+learning rate, autocast and gradient scaling, per-network gradient norms, an optional EMA of the
+generators, past-checkpoint swaps, the health monitor, ``metrics.jsonl``, sample grids and
+checkpoints. A resumed run reproduces the uninterrupted one.
 """
 from __future__ import annotations
 

@@ -104,19 +104,25 @@ class GANModel(nn.Module):
                                  device=next(self.parameters()).device)
 
     # --- shared helpers ----------------------------------------------------------------------
-    def d_score(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def d_score(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, real_label: torch.Tensor | None = None,
+                fake_label: torch.Tensor | None = None) -> torch.Tensor:
         """The discriminator loss on one real and one fake batch, halved for the target-based losses
         as the reference does, plus the gradient penalty for WGAN-GP (lambda 10 as in the paper).
-        Both inputs get instance noise."""
+        Both inputs get instance noise. A class-conditional ``d`` also takes each batch's labels
+        (the penalty's interpolates take the real ones)."""
+        def critic(x: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+            return d(x) if label is None else d(x, label)
+
         real_n, fake_n = self.instance_noise(real), self.instance_noise(fake.detach())
-        loss = self.adv.d_loss(d(real_n), d(fake_n))
+        loss = self.adv.d_loss(critic(real_n, real_label), critic(fake_n, fake_label))
         if self.adv.kind in TARGET_LOSSES:
             loss = 0.5 * loss
-        penalty = self.adv.penalty(d, real_n, fake_n)
+        penalty = self.adv.penalty(lambda x: critic(x, real_label), real_n, fake_n)
         return loss if penalty is None else loss + penalty
 
-    def g_score(self, d: nn.Module, fake: torch.Tensor) -> torch.Tensor:
-        return self.adv.g_loss(d(self.instance_noise(fake)))
+    def g_score(self, d: nn.Module, fake: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.instance_noise(fake)
+        return self.adv.g_loss(d(x) if label is None else d(x, label))
 
     # --- the contract ------------------------------------------------------------------------
     def discriminator_loss(self, batch: Batch, fakes: Fakes | None, backward: Backward) -> Logs:

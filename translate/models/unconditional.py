@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from ..config import DCGANConfig, TrainConfig
-from ..engine.losses import TARGET_LOSSES
 from ..engine.replay import ReplayBuffer
 from ..nn.dcgan import DCGANDiscriminator, DCGANGenerator, level_of, progressive_reals, progressive_stage
 from ..nn.layers import equalize_lr, init_weights
@@ -75,9 +74,6 @@ class DCGAN(GANModel):
     def generate(self, z: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
         return self.generators["G"](z, label)
 
-    def critic(self, x: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
-        return self.discriminators["D"](x, label)
-
     @torch.no_grad()
     def refresh_norm_stats(self, net: nn.Module, batches: int = 16, batch_size: int = 64, seed: int = 0) -> None:
         """Re-estimate the batch-norm running statistics of a generator copy (the EMA one) from its
@@ -137,13 +133,7 @@ class DCGAN(GANModel):
         if self.cfg.progressive:
             g = self.generators["G"]
             real = progressive_reals(real, self.stage, g.base, g.k)
-        real_n, fake_n = self.instance_noise(real), self.instance_noise(fake)
-        loss = self.adv.d_loss(self.critic(real_n, label), self.critic(fake_n, fake_label))
-        if self.adv.kind in TARGET_LOSSES:
-            loss = 0.5 * loss
-        penalty = self.adv.penalty(lambda x: self.critic(x, label), real_n, fake_n)
-        if penalty is not None:
-            loss = loss + penalty
+        loss = self.d_score(self.discriminators["D"], real, fake, label, fake_label)
         backward(loss)
         return {"loss_D": loss.detach()}
 
@@ -151,7 +141,7 @@ class DCGAN(GANModel):
         real = batch["image"]
         y = self.fake_labels(batch)
         fake = self.generate(self.latents(real.shape[0], real.device), y)
-        loss = self.adv.g_loss(self.critic(self.instance_noise(fake), y))
+        loss = self.g_score(self.discriminators["D"], fake, y)
         backward(loss)
         out = {"fake": fake.detach()}
         if y is not None:
