@@ -102,6 +102,7 @@ class CGANConfig(DCGANConfig):
     n_classes: int = 0  # 0: from the data
     conditioning: str = "concat"  # concat | cbn
     embed_dim: int = 50  # label embedding size for concat
+    aux_classifier: float = 0.0  # weight of an auxiliary classification loss (AC-GAN); 0: projection only
 
 
 FAMILY_CONFIGS: dict[str, type] = {"cyclegan": CycleGANConfig, "pix2pix": Pix2PixConfig, "dcgan": DCGANConfig,

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..engine.losses import TARGET_LOSSES, AdversarialLoss
 from ..engine.noise import InstanceNoise
@@ -114,15 +115,28 @@ class GANModel(nn.Module):
             return d(x) if label is None else d(x, label)
 
         real_n, fake_n = self.instance_noise(real), self.instance_noise(fake.detach())
-        loss = self.adv.d_loss(critic(real_n, real_label), critic(fake_n, fake_label))
+        real_out = critic(real_n, real_label)
+        aux = self._aux_loss(d, real_label)  # AC-GAN: the classifier learns from real images only
+        loss = self.adv.d_loss(real_out, critic(fake_n, fake_label))
         if self.adv.kind in TARGET_LOSSES:
             loss = 0.5 * loss
         penalty = self.adv.penalty(lambda x: critic(x, real_label), real_n, fake_n)
-        return loss if penalty is None else loss + penalty
+        loss = loss if penalty is None else loss + penalty
+        return loss if aux is None else loss + aux
 
     def g_score(self, d: nn.Module, fake: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         x = self.instance_noise(fake)
-        return self.adv.g_loss(d(x) if label is None else d(x, label))
+        loss = self.adv.g_loss(d(x) if label is None else d(x, label))
+        aux = self._aux_loss(d, label)  # AC-GAN: fakes should be classified as the label they were drawn for
+        return loss if aux is None else loss + aux
+
+    def _aux_loss(self, d: nn.Module, label: torch.Tensor | None) -> torch.Tensor | None:
+        """``aux_classifier`` x the cross-entropy of the class logits ``d``'s last forward left, or None."""
+        weight = float(getattr(self.cfg, "aux_classifier", 0.0))
+        logits = getattr(d, "class_logits", None)
+        if not weight or label is None or logits is None:
+            return None
+        return weight * F.cross_entropy(logits.float(), label)
 
     # --- the contract ------------------------------------------------------------------------
     def discriminator_loss(self, batch: Batch, fakes: Fakes | None, backward: Backward) -> Logs:

@@ -42,7 +42,8 @@ class DCGAN(GANModel):
                            noise=cfg.noise_injection, dropout=cfg.dropout, progressive=cfg.progressive)
         d = DCGANDiscriminator(train.size, cfg.channels or 3, ndf=cfg.ndf, norm=cfg.d_norm or cfg.norm,
                                n_classes=n_classes, minibatch_std=cfg.minibatch_std,
-                               minibatch_discrimination=cfg.minibatch_discrimination, progressive=cfg.progressive)
+                               minibatch_discrimination=cfg.minibatch_discrimination, progressive=cfg.progressive,
+                               aux_classifier=bool(getattr(cfg, "aux_classifier", 0.0)) and n_classes > 0)
         for net in (g, d):
             init_weights(net, cfg.init, cfg.init_gain)
             if cfg.equalized_lr:

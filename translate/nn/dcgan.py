@@ -207,10 +207,13 @@ class DCGANDiscriminator(nn.Module):
         minibatch_std: group size of the minibatch standard deviation feature (0: off).
         minibatch_discrimination: kernels of minibatch discrimination (0: off).
         progressive: add the 1x1 ``from_rgb`` layers progressive growing needs.
+        aux_classifier: also predict the class from ``phi(x)`` (AC-GAN; needs ``n_classes``); each
+            forward leaves the logits in ``class_logits``.
     """
 
     def __init__(self, size: int = 64, channels: int = 3, *, ndf: int = 64, norm: str = "batch", n_classes: int = 0,
-                 minibatch_std: int = 0, minibatch_discrimination: int = 0, progressive: bool = False) -> None:
+                 minibatch_std: int = 0, minibatch_discrimination: int = 0, progressive: bool = False,
+                 aux_classifier: bool = False) -> None:
         super().__init__()
         self.size, self.channels, self.n_classes = size, channels, n_classes
         self.base, self.k = levels_for(size)
@@ -239,6 +242,10 @@ class DCGANDiscriminator(nn.Module):
         self.embed = nn.Embedding(n_classes, ch[0]) if n_classes else None
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        # AC-GAN (Odena et al. 2017): class logits from the same features; each forward leaves them
+        # in ``class_logits`` for the model's auxiliary loss
+        self.classifier = nn.Linear(ch[0], n_classes) if aux_classifier and n_classes else None
+        self.class_logits: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         if self.n_classes and label is None:
@@ -257,6 +264,9 @@ class DCGANDiscriminator(nn.Module):
         for level in range(start - 1, -1, -1):
             h = self.down[level](h)
         out = self.head(self.extra(h)).view(-1)
+        pooled = h.sum(dim=(2, 3))
         if self.embed is not None:
-            out = out + (self.embed(label).to(h.dtype) * h.sum(dim=(2, 3))).sum(dim=1)
+            out = out + (self.embed(label).to(h.dtype) * pooled).sum(dim=1)
+        if self.classifier is not None:
+            self.class_logits = self.classifier(pooled)
         return out
