@@ -29,13 +29,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import CheckpointError, DataError
-from .fileio import atomic_path
+from .fileio import CACHE_ENV, atomic_path, cache_dir  # noqa: F401 - CACHE_ENV re-exported
 from .images import to_float
 
 log = logging.getLogger("translate.metrics")
 
 CLASSIFIER_VERSION = "1"  # bump when the network, its training or its preprocessing changes: old caches retrain
-CACHE_ENV = "TRANSLATE_CACHE"
 SIDE = 28
 N_DIGITS = 10
 FORMAT = "translate-digit-classifier"
@@ -259,7 +258,7 @@ def load_classifier(path: str | Path) -> tuple[DigitClassifier, dict[str, str]]:
 
 # --- the cached classifier of a data source ----------------------------------------------------
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "translate")
+    return cache_dir()
 
 
 def source_fingerprint(source: Path) -> tuple[str, str | None]:

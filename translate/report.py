@@ -68,3 +68,194 @@ def plot_loss_curves(metrics_path: str | Path, out_path: str | Path) -> Path | N
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out_path
+
+
+# --- translate report: one self-contained HTML page ---------------------------------------------
+MAX_GRIDS = 12  # sample grids shown over time (evenly spread, the last always)
+
+
+def write_report(run_dir: str | Path, *, out: str | Path | None = None, gallery: int = 8,
+                 overwrite: bool = False) -> Path:
+    """Write ``RUN/report.html`` (or ``out``): config, loss curves, sample grids over time, the
+    scores, the health monitor's warnings and a before / after gallery, every image embedded as a
+    data URI so the one file opens anywhere without a server."""
+    import html
+    import tempfile
+
+    from .errors import CheckpointError, ConfigError
+    from .fileio import atomic_write_text
+    from .train import load_run_config
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)  # refuses a folder that is not a run, with the fix
+    path = Path(out) if out is not None else run_dir / "report.html"
+    if out is not None and path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another --out")
+    esc = html.escape
+    sections: list[str] = []
+    t = cfg.train
+    warnings, step = _warnings_and_step(run_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        # scores
+        parts = []
+        ev = _read_json(run_dir / "eval.json")
+        if ev:
+            parts.append(f"<p>translate eval of {esc(str(ev.get('checkpoint')))} (step {ev.get('step')}) on "
+                         f"{esc(str(ev.get('images')))}. FID network: {esc(str(ev.get('fid_network')))}.</p>")
+            parts.append(_scores_table(ev.get("results", {})))
+        best = _read_json(run_dir / "best" / "best.json")
+        if best:
+            parts.append(f"<p>Best checkpoint by {esc(str(best['metric']))}: {best['value']:.4g} at step "
+                         f"{best['step']} (<code>{esc(str(run_dir / 'best'))}</code>).</p>")
+        evals = read_metrics(run_dir / "evals.jsonl")
+        if evals:
+            png = plot_eval_history(evals, tmp / "evals.png")
+            parts.append(_img(png, f"{evals[-1]['metric']} during training (--eval-every)"))
+        if not parts:
+            parts.append(f"<p>No scores yet: run <code>translate eval {esc(str(run_dir))}</code> (or train with "
+                         f"<code>--eval-every N</code>).</p>")
+        sections.append(_section("Scores", "".join(parts)))
+        # losses
+        png = plot_loss_curves(run_dir / "metrics.jsonl", tmp / "losses.png")
+        sections.append(_section("Loss curves", _img(png, "losses") if png else "<p>No losses logged yet.</p>"))
+        # samples over time
+        grids = sorted((run_dir / "samples").glob("step-*.png")) if (run_dir / "samples").is_dir() else []
+        if len(grids) > MAX_GRIDS:
+            keep = np.linspace(0, len(grids) - 1, MAX_GRIDS).round().astype(int)
+            grids = [grids[i] for i in sorted(set(keep.tolist()))]
+        body = "".join(_img(g, f"step {int(g.stem.split('-')[1])}") for g in grids)
+        sections.append(_section("Samples over time", body or "<p>No sample grids yet.</p>"))
+        # gallery
+        if gallery > 0:
+            try:
+                sections.append(_section("Before / after (validation images)" if t.model not in ("dcgan", "cgan")
+                                         else "Samples (final weights)", _gallery(run_dir, gallery, tmp)))
+            except (ConfigError, CheckpointError, OSError, ValueError) as exc:
+                sections.append(_section("Before / after", f"<p>No gallery: {esc(str(exc))}</p>"))
+            except Exception as exc:  # noqa: BLE001 - a data error must not cost the rest of the report
+                sections.append(_section("Before / after", f"<p>No gallery: {esc(str(exc))}</p>"))
+        # health
+        if warnings:
+            rows = "".join(f"<tr><td>{w[0]}</td><td>{esc(str(w[2]))}</td><td>{esc(str(w[3]))}</td></tr>"
+                           for w in warnings)
+            body = f"<table><tr><th>step</th><th>warning</th><th>detail</th></tr>{rows}</table>"
+        else:
+            body = "<p>The health monitor raised no warning.</p>"
+        sections.append(_section("Health monitor", body))
+        sections.append(_section("Config", f"<pre>{esc(cfg.to_json())}</pre>"))
+    title = f"{run_dir.name}: {t.model} report"
+    head = (f"<p class='meta'>{esc(t.model)} on {esc(str(t.data or 'the embedded synthetic scenes'))}, "
+            f"{t.size} px, step {step} | run <code>{esc(str(run_dir.resolve()))}</code></p>")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{esc(title)}</h1>{head}{''.join(sections)}</body></html>\n")
+    atomic_write_text(path, page)
+    return path
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}"
+        "h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}"
+        "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+        "th{background:#f3f3f3}td:first-child{text-align:left}figure{margin:.8em 0}"
+        "figcaption{color:#555;font-size:.9em}img{max-width:100%;image-rendering:pixelated}"
+        "pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}.meta{color:#555}")
+
+
+def _section(title: str, body: str) -> str:
+    import html
+
+    return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
+
+
+def _img(path: Path, caption: str) -> str:
+    """An embedded PNG (data URI) with a caption."""
+    import base64
+    import html
+
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _warnings_and_step(run_dir: Path) -> tuple[list, int]:
+    """The health warnings and step recorded in the run's latest checkpoint (read with
+    ``weights_only=True``; weights are not loaded)."""
+    from .engine.checkpoint import TRAINER, resolve_checkpoint
+    from .errors import CheckpointError
+
+    try:
+        ckpt = resolve_checkpoint(run_dir)
+    except CheckpointError:
+        return [], 0
+    import torch
+
+    try:
+        state = torch.load(ckpt / TRAINER, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged file: the report still renders
+        return [], 0
+    return list(state.get("warnings", [])), int(state.get("step", 0))
+
+
+_SCORE_KEYS = (("n", "images", "{}"), ("l1", "L1", "{:.4f}"), ("psnr", "PSNR (dB)", "{:.2f}"),
+               ("ssim", "SSIM", "{:.4f}"), ("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"),
+               ("class_accuracy", "class accuracy", "{:.1%}"), ("classifier_fd", "classifier FD", "{:.2f}"))
+
+
+def _scores_table(results: dict) -> str:
+    import html
+
+    keys = [k for k in _SCORE_KEYS if any(r.get(k[0]) is not None for r in results.values())]
+    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in keys)
+    rows = []
+    for name, r in results.items():
+        cells = "".join(f"<td>{fmt.format(r[k]) if r.get(k) is not None else '-'}</td>" for k, _, fmt in keys)
+        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+
+
+def plot_eval_history(rows: list[dict], out_path: str | Path) -> Path:
+    """The ``--eval-every`` metric over the steps, the best marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = rows[-1]["metric"]
+    steps, values = [r["step"] for r in rows], [r["value"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
+    ax.plot(steps, values, marker="o", linewidth=1.2)
+    best = [r for r in rows if r.get("best")]
+    if best:
+        ax.plot([best[-1]["step"]], [best[-1]["value"]], marker="*", markersize=14, color="tab:red", label="best")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out_path
+
+
+def _gallery(run_dir: Path, n: int, tmp: Path) -> str:
+    """Validation images through the run's generators (input, output, target), or a cgan's samples
+    per class, as one embedded grid."""
+    from .evaluate import _generators_of, build_scorer
+    from .export import load_generator
+    from .images import to_float
+
+    loaded = load_generator(run_dir)
+    scorer, description = build_scorer(loaded.cfg, split="val", limit=n, fid=False, classify=False)
+    rows = scorer.gallery(_generators_of(run_dir, loaded), n)
+    png = save_grid({k: to_float(v if v.shape[-1] == 3 else np.repeat(v, 3, -1)) for k, v in rows.items() if len(v)},
+                    tmp / "gallery.png")
+    weights = "EMA weights" if loaded.ema else "weights"
+    return _img(png, f"{description}; {weights} of {loaded.checkpoint.name}")

@@ -87,26 +87,33 @@ class Generator:
 
 def from_run(source: str | Path) -> Generator:
     """The generator of a run (EMA weights when kept), on the CPU."""
-    import torch
-
     from .config import GENERATIVE
-    from .export import _seeded_noise, load_generator
+    from .export import load_generator
     from .train import read_classes
 
     g = load_generator(source)
     if g.cfg.train.model not in GENERATIVE:
         raise ConfigError(f"{g.run_dir} is a {g.cfg.train.model} run, which translates images; 'translate run' "
                           f"translates a folder with it. 'translate sample' is for dcgan / cgan runs")
-    net = g.net
     n_classes = int(getattr(g.cfg.model, "n_classes", 0))
+    return from_net(g.net, g.cfg.model, read_classes(g.run_dir, n_classes) if n_classes else [], str(g.run_dir))
+
+
+def from_net(net, model_cfg, classes: list[str], source: str) -> Generator:
+    """A torch dcgan / cgan generator (``model_cfg`` its DCGANConfig / CGANConfig) as a
+    :class:`Generator`; it runs on the network's device and returns NumPy."""
+    import torch
+
+    from .export import _seeded_noise
+
+    device = next(net.parameters()).device
 
     def fn(latent: np.ndarray, label: np.ndarray | None, seeds: np.ndarray) -> np.ndarray:
-        with _seeded_noise(net, True, torch.from_numpy(seeds)), torch.no_grad():
-            y = None if label is None else torch.from_numpy(label)
-            return net(torch.from_numpy(latent), y).float().numpy()
+        with _seeded_noise(net, True, torch.from_numpy(seeds).to(device)), torch.no_grad():
+            y = None if label is None else torch.from_numpy(label).to(device)
+            return net(torch.from_numpy(latent).to(device), y).float().cpu().numpy()
 
-    return Generator(fn, g.cfg.model.latent_dim, g.cfg.model.latent,
-                     read_classes(g.run_dir, n_classes) if n_classes else [], net.channels, str(g.run_dir))
+    return Generator(fn, model_cfg.latent_dim, model_cfg.latent, classes, net.channels, source)
 
 
 def from_onnx(path: str | Path, provider: str = "auto") -> Generator:

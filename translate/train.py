@@ -164,7 +164,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 
 RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
-                      "checkpoint_every", "keep_last")
+                      "checkpoint_every", "keep_last", "eval_every")
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False,
@@ -188,7 +188,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
         layout = detect_layout(t.data)
         dataset = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
                                      unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
-                                     max_bad_fraction=t.max_bad_fraction)
+                                     max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
+        if dataset.validation is not None and layout.kind != "synthetic":
+            log.info("holding out %s (never trained on)", dataset.validation.describe())
     total = total_steps_for(t, len(dataset))
     if resume and not list_checkpoints(run_dir):
         raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start it again with "
@@ -204,8 +206,9 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     sample_batch = dataset.sample_batch(t.n_samples)
     if hasattr(model, "prepare_sample_batch"):
         sample_batch = model.prepare_sample_batch(sample_batch, t.seed)
+    scorer = _eval_scorer(cfg, device) if t.eval_every else None
     trainer = Trainer(model, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
-                      sample_batch=sample_batch, quiet=quiet)
+                      sample_batch=sample_batch, quiet=quiet, scorer=scorer)
     write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
     if t.model in GENERATIVE:
         write_classes(run_dir, dataset.set.classes)
@@ -223,6 +226,22 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
     summary["run_dir"] = str(run_dir)
     return summary
+
+
+def _eval_scorer(cfg: RunConfig, device):
+    """``--eval-every``: the scorer of a fixed validation subset (``eval_count`` images)."""
+    from .evaluate import build_scorer
+
+    t = cfg.train
+    try:
+        scorer, description = build_scorer(cfg, split="val", limit=t.eval_count, fid=t.eval_metric in ("fid", "kid"),
+                                           classify=t.eval_metric == "class_accuracy", seed=t.seed,
+                                           device=str(device))
+    except ConfigError as exc:
+        raise ConfigError(f"--eval-every: {exc} (or score by a paired metric: --eval-metric l1)") from None
+    log.info("scoring every %d steps by %s on %s; the best checkpoint goes to best/", t.eval_every, t.eval_metric,
+             description)
+    return scorer
 
 
 def _generative_data(cfg: RunConfig):

@@ -196,7 +196,7 @@ class TranslationDataset(Dataset):
 
     def __init__(self, layout: Layout, *, size: int, load_size: int | None, flip: bool = True,
                  unpaired: bool = False, synthetic_count: int = 200, seed: int = 0,
-                 max_bad_fraction: float = 0.1) -> None:
+                 max_bad_fraction: float = 0.1, holdout: int = 0) -> None:
         self.layout = layout
         self.size = size
         self.unpaired = unpaired
@@ -216,6 +216,43 @@ class TranslationDataset(Dataset):
             self.files_A, self.files_B = paired_files(*layout.train, **scan)
         elif layout.kind == "aligned":
             self.files_A = scan_images(layout.train[0], **scan)
+        self.holdout = holdout
+        self.validation = self._hold_out(holdout) if holdout > 0 else None
+
+    def _hold_out(self, n: int):
+        """Take the last ``n`` images by file name out of training: the ``val`` split."""
+        from .validation import EvalImages, hold_out, pairs_or_unpaired, synthetic_split
+
+        kind, source = self.layout.kind, str(self.layout.root)
+        if kind == "synthetic":
+            return synthetic_split("val", self.seed, self.synthetic_count, self.size, n)
+        if kind == "aligned":
+            self.files_A, held = hold_out(self.files_A, n, self.layout.train[0])
+            return EvalImages(source, "val", "aligned", files_A=held)
+        a_dir, b_dir = self.layout.train
+        if self.unpaired:  # the same names on both sides when they have them (CycleGAN copies of paired sets)
+            self.files_A, held_a = hold_out(self.files_A, n, a_dir)
+            names = {p.relative_to(a_dir).with_suffix("") for p in held_a}
+            held_b = [p for p in self.files_B if p.relative_to(b_dir).with_suffix("") in names]
+            if len(held_b) == len(held_a):
+                self.files_B = [p for p in self.files_B if p not in set(held_b)]
+            else:
+                self.files_B, held_b = hold_out(self.files_B, n, b_dir)
+            return pairs_or_unpaired(source, "val", held_a, held_b, a_dir, b_dir)
+        keep_a, held_a = hold_out(self.files_A, n, a_dir)  # pairs: hold both sides of the last n out
+        by_a = dict(zip(self.files_A, self.files_B))
+        self.files_A, self.files_B = keep_a, [by_a[p] for p in keep_a]
+        return EvalImages(source, "val", "pairs", files_A=held_a, files_B=[by_a[p] for p in held_a])
+
+    def split(self, name: str):
+        """The ``val`` or ``test`` images (:mod:`translate.data.validation`), or None if there are none."""
+        from .validation import folder_split, synthetic_split
+
+        if name == "val" and self.validation is not None:
+            return self.validation
+        if self.layout.kind == "synthetic":
+            return synthetic_split(name, self.seed, self.synthetic_count, self.size)
+        return folder_split(Path(self.layout.root), name)
 
     def __len__(self) -> int:
         """Samples per epoch: max(|A|, |B|) unpaired, else the number of pairs."""
@@ -291,7 +328,14 @@ class TranslationDataset(Dataset):
         single = eval_transform(self.size)
         kind = self.layout.kind
         A, B = [], []
-        if kind == "synthetic":
+        if self.validation is not None and kind != "synthetic":  # the held-out images
+            val = self.validation
+            for i in range(min(n, len(val))):
+                a, b = val.load(i, "A"), val.load(i, "B")
+                if a is None or b is None:
+                    continue
+                A.append(single(image=a)["image"]), B.append(single(image=b)["image"])
+        elif kind == "synthetic":
             for i in range(n):  # indices past the training set: held out
                 a, b = render_pair(self.size, self.seed, self.synthetic_count + i)
                 out = tf(image=a, target=b)

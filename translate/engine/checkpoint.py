@@ -35,11 +35,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(run_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
-                    keep_last: int = 3) -> Path:
-    """Write ``run_dir/step-<step>`` atomically, point ``latest`` at it, keep the newest ``keep_last``."""
-    run_dir = Path(run_dir)
-    final = run_dir / step_dirname(step)
+def write_checkpoint_dir(final: Path, weights: dict[str, torch.Tensor], state: dict[str, Any],
+                         extra: dict[str, str] | None = None) -> Path:
+    """Write ``weights`` and ``state`` (and ``extra`` text files) into the folder ``final``
+    atomically: a temporary folder beside it, fsynced, renamed over any previous one."""
+    run_dir = final.parent
     tmp = run_dir / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -47,10 +47,12 @@ def save_checkpoint(run_dir: Path, step: int, weights: dict[str, torch.Tensor], 
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
         torch.save(state, tmp / TRAINER)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():  # re-saving a step (e.g. after a resume): swap the old one out first
+        if final.exists():  # re-saving (e.g. a step after a resume, a new best): swap the old one out first
             old = run_dir / f".old-{final.name}-{os.getpid()}"
             os.rename(final, old)
             os.rename(tmp, final)
@@ -61,6 +63,14 @@ def save_checkpoint(run_dir: Path, step: int, weights: dict[str, torch.Tensor], 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    return final
+
+
+def save_checkpoint(run_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
+                    keep_last: int = 3) -> Path:
+    """Write ``run_dir/step-<step>`` atomically, point ``latest`` at it, keep the newest ``keep_last``."""
+    run_dir = Path(run_dir)
+    final = write_checkpoint_dir(run_dir / step_dirname(step), weights, state)
     atomic_write_text(run_dir / "latest", final.name + "\n")
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:

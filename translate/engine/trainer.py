@@ -25,13 +25,16 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, TrainingFailure
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, write_checkpoint_dir
 from .device import amp_dtype, rng_state, set_rng_state
 from .memory import tune_malloc
 from .monitor import HealthMonitor, HealthWarning
 from .replay import PastSwaps
 
 log = logging.getLogger("translate.train")
+
+EVALS_FILE = "evals.jsonl"  # one row per --eval-every evaluation
+BEST_DIR = "best"  # the checkpoint with the best eval_metric so far
 
 
 def linear_decay(total_steps: int, decay_from: float) -> Callable[[int], float]:
@@ -70,7 +73,7 @@ class EMA:
 class Trainer:
     def __init__(self, model: Any, cfg: Any, run_dir: str | Path, *, device: torch.device,
                  total_steps: int, loader_factory: Callable[[int], Iterator], sample_batch: dict | None = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, scorer: Callable[[nn.ModuleDict], dict] | None = None) -> None:
         t = cfg.train
         self.cfg, self.t = cfg, t
         self.run_dir = Path(run_dir)
@@ -99,6 +102,8 @@ class Trainer:
         self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, grad_limit=t.grad_limit)
         self.swaps = PastSwaps(t.swap_every, t.swap_steps, t.swap_history, seed=t.seed)
         self.sample_batch = sample_batch
+        self.scorer = scorer  # --eval-every: generators -> {direction: {metric: value}}
+        self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         self.step = 0
         self.data_position = 0  # samples drawn from the stream so far
         self.fakes: dict[str, torch.Tensor] | None = None  # the last generator step's, for the next D step
@@ -127,6 +132,7 @@ class Trainer:
             "rng": rng_state(),
             "warnings": [[w.step, w.code, w.short, w.message] for w in self.monitor.history],
             "swap": self.swaps.state(),
+            "best": json.dumps(self.best),
         }
 
     def save(self) -> Path:
@@ -158,16 +164,19 @@ class Trainer:
         self.step = int(state["step"])
         self.data_position = int(state["data_position"])
         self.monitor.history = [HealthWarning(*w) for w in state.get("warnings", [])]
+        self.best = json.loads(state.get("best") or "null")
         self._truncate_metrics(self.step)
         return path
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metric rows a killed run wrote after its last checkpoint."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+        """Drop metric and evaluation rows a killed run wrote after its last checkpoint."""
+        for name in ("metrics.jsonl", EVALS_FILE):
+            path = self.run_dir / name
+            if not path.exists():
+                continue
+            rows = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= step]
+            path.write_text("".join(r + "\n" for r in rows))
 
     # --- one step ------------------------------------------------------------------------------
     def _autocast(self):
@@ -235,30 +244,62 @@ class Trainer:
         return logs
 
     # --- outputs -------------------------------------------------------------------------------
-    @torch.no_grad()
-    def samples(self) -> dict[str, torch.Tensor] | None:
-        """The sample rows for the fixed batch (from the EMA generators when there are), without
-        touching training state (RNG, BN statistics)."""
-        if self.sample_batch is None:
-            return None
+    @contextlib.contextmanager
+    def _judged(self) -> Iterator[nn.ModuleDict]:
+        """The generators worth looking at (the EMA ones when kept, with their own batch-norm
+        statistics), in eval mode, as ``model.generators``, without touching training state (RNG,
+        the live networks' BN statistics)."""
         devices = [self.device] if self.device.type == "cuda" else []
         was_training = self.model.training
         live = self.model.generators
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(self.t.seed)
             self.model.eval()
-            if self.ema is not None:  # the averaged weights are the ones worth looking at
+            if self.ema is not None:
                 if hasattr(self.model, "refresh_norm_stats"):
                     for net in self.ema.model.values():
                         self.model.refresh_norm_stats(net, seed=self.t.seed)
                 self.model.generators = self.ema.model
             try:
-                with self._autocast():
-                    rows = self.model.sample(self._to_device(self.sample_batch))
+                yield self.model.generators
             finally:
                 self.model.generators = live
                 self.model.train(was_training)
+
+    def samples(self) -> dict[str, torch.Tensor] | None:
+        """The sample rows for the fixed batch (from the EMA generators when there are)."""
+        if self.sample_batch is None:
+            return None
+        with self._judged(), self._autocast():
+            rows = self.model.sample(self._to_device(self.sample_batch))
         return {k: v.float().cpu() for k, v in rows.items()}
+
+    def evaluate(self) -> dict[str, Any]:
+        """``--eval-every``: score the judged generators, log the scores to ``evals.jsonl``, and
+        keep the best checkpoint by ``eval_metric`` in ``RUN/best/``."""
+        from ..evaluate import metric_value
+        from ..metrics import HIGHER_IS_BETTER
+
+        started = time.perf_counter()
+        with self._judged() as generators:
+            results = self.scorer(generators)
+        metric = self.t.eval_metric
+        value = metric_value(results, metric)
+        higher = HIGHER_IS_BETTER[metric]
+        better = self.best is None or (value > self.best["value"] if higher else value < self.best["value"])
+        row = {"step": self.step, "metric": metric, "value": value, "best": better,
+               "results": {d: {k: v for k, v in r.items() if k not in ("per_image", "per_class_accuracy",
+                                                                     "per_class_classifier_fd")}
+                           for d, r in results.items()},
+               "seconds": round(time.perf_counter() - started, 2)}
+        with open(self.run_dir / EVALS_FILE, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log.info("eval at step %d: %s %.4g%s", self.step, metric, value, " (best so far)" if better else "")
+        if better:
+            self.best = {"metric": metric, "value": value, "step": self.step}
+            write_checkpoint_dir(self.run_dir / BEST_DIR, self.weights(), self.state(),
+                                 extra={"best.json": json.dumps(self.best, indent=2) + "\n"})
+        return row
 
     def write_samples(self, rows: dict[str, torch.Tensor]) -> Path:
         from ..report import save_grid
@@ -323,6 +364,9 @@ class Trainer:
                             if key.startswith("fake_") and f"real_{key[5:]}" in rows:
                                 self._report(self.monitor.check_samples(
                                     self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
+                if self.scorer is not None and t.eval_every and (self.step % t.eval_every == 0
+                                                                 or self.step == self.total_steps):
+                    self.evaluate()
                 if self.step % t.checkpoint_every == 0 or self.step == end or stop_requested:
                     self.save()
         finally:

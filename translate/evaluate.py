@@ -1,0 +1,465 @@
+"""``translate eval``: score a run (or two folders) and write ``eval.json``.
+
+- Translation runs (pix2pix, CycleGAN): the run's generator translates the ``val`` or ``test``
+  images of its data (:mod:`translate.data.validation`) at the training size, with the dropout
+  noise drawn from fixed seeds so scores repeat. Outputs are compared with the ground truth where
+  the split has it (L1, PSNR, SSIM per image and their means), and as a set with the real
+  target-domain images of the split (FID, KID).
+- Noise-to-image runs (dcgan, cgan): samples against the held-out real images (FID, KID); a cgan's
+  samples are also judged by the project's digit classifier (class accuracy, per class, and the
+  Frechet distance per class in the classifier's feature space).
+- Two folders: FID / KID between them, plus the paired metrics over files with equal names.
+
+The same scorers serve ``--eval-every`` during training (:class:`TranslationScorer`,
+:class:`SampleScorer`), on a fixed subset of the validation images.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .errors import ConfigError, DataError
+from .fileio import atomic_write_text
+
+log = logging.getLogger("translate.eval")
+
+EVAL_FILE = "eval.json"
+KID_SUBSETS = 100
+
+
+# --- images ----------------------------------------------------------------------------------
+def resize_to(img: np.ndarray, size: int) -> np.ndarray:
+    """uint8 HWC to ``size`` x ``size`` with PIL's bicubic filter (what ``translate run`` and the
+    sample grids see; a no-op at that size)."""
+    from PIL import Image
+
+    if img.shape[:2] == (size, size):
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
+
+
+@dataclass
+class Prepared:
+    """A split's images at one size, uint8 NHWC: ``A`` and ``B`` (each side's own count when
+    unpaired), their names, and whether B is A's ground truth."""
+
+    A: np.ndarray
+    B: np.ndarray
+    names_A: list[str]
+    names_B: list[str]
+    paired: bool
+    key: str  # identifies the files (cache key of their real-image features)
+    description: str
+
+
+def prepare(images, size: int, limit: int | None = None) -> Prepared:
+    """Decode and resize the images of an :class:`~translate.data.validation.EvalImages` split;
+    undecodable ones are skipped with a warning (a pair loses both sides)."""
+    A, B, na, nb = [], [], [], []
+    if images.paired:
+        for i in range(len(images) if limit is None else min(limit, len(images))):
+            a, b = images.load(i, "A"), images.load(i, "B")
+            if a is None or b is None:
+                log.warning("skipping %s of %s: it cannot be decoded", images.name(i), images.source)
+                continue
+            A.append(resize_to(a, size)), B.append(resize_to(b, size)), na.append(images.name(i))
+        nb = list(na)
+    else:
+        for side, out, names in (("A", A, na), ("B", B, nb)):
+            count = images.count_of(side)
+            for i in range(count if limit is None else min(limit, count)):
+                img = images.load(i, side)
+                if img is None:
+                    log.warning("skipping %s of %s: it cannot be decoded", images.name(i, side), images.source)
+                    continue
+                out.append(resize_to(img, size)), names.append(images.name(i, side))
+    if len(A) < 2 or len(B) < 2:
+        raise DataError(f"{images.source} has fewer than 2 readable {images.split} images per side; scores need more")
+    files = [str(p) for p in images.files_A + images.files_B] or [f"synthetic:{images.seed}:{images.first_index}"]
+    key = metrics.features_key(files, images.split, size, limit, len(A), len(B))
+    return Prepared(np.stack(A), np.stack(B), na, nb, images.paired, key, images.describe(len(A)))
+
+
+# --- translation ---------------------------------------------------------------------------------
+def translate_batch(net, images: np.ndarray, *, batch_size: int = 8, seed: int = 0) -> np.ndarray:
+    """uint8 NHWC through a translation generator (on its device), in eval mode; the dropout noise
+    of image ``i`` is drawn from seed ``seed + i`` (repeatable, as ``translate run --seed``)."""
+    import torch
+
+    from .export import _seeded_noise
+    from .images import to_float, to_uint8
+
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                x = torch.from_numpy(to_float(images[i:i + batch_size])).to(device)
+                seeds = torch.arange(seed + i, seed + i + len(x), dtype=torch.int64, device=device)
+                with _seeded_noise(net, True, seeds):
+                    out.append(to_uint8(net(x).float()))
+    finally:
+        net.train(was_training)
+    return np.concatenate(out)
+
+
+def score_set(fake: np.ndarray, real: np.ndarray, *, inception: metrics.InceptionFeatures | None,
+              real_key: str | None = None, target: np.ndarray | None = None) -> dict[str, Any]:
+    """Scores of ``fake`` images: paired metrics against ``target`` (aligned with ``fake``) and
+    FID / KID against the set ``real`` when ``inception`` is given (real features cached under
+    ``real_key``)."""
+    out: dict[str, Any] = {"n": int(len(fake))}
+    if target is not None:
+        per = metrics.paired_scores(fake, target)
+        out.update({k: float(np.mean(v)) for k, v in per.items()})
+        out["per_image"] = {k: [float(x) for x in v] for k, v in per.items()}
+    if inception is not None:
+        compute = lambda: inception(real)  # noqa: E731
+        real_f = metrics.cached_features(f"{real_key}-{inception.id}", compute) if real_key else compute()
+        fake_f = inception(fake)
+        out["fid"] = metrics.fid(fake_f, real_f)
+        k, k_std = metrics.kid(fake_f, real_f, subsets=KID_SUBSETS)
+        out["kid"], out["kid_std"] = k, k_std
+        out["n_real"] = int(len(real))
+    return out
+
+
+def directions_of(cfg, direction: str | None) -> list[tuple[str, str, str]]:
+    """(direction, generator, source side) pairs a run is scored in."""
+    if cfg.train.model == "pix2pix":
+        own = cfg.model.direction
+        if direction is not None and direction != own:
+            raise ConfigError(f"this pix2pix run translates {own}; --direction {direction} needs a run trained that "
+                              f"way (train --direction {direction})")
+        return [(own, "G", own[0])]
+    both = [("AtoB", "G_AB", "A"), ("BtoA", "G_BA", "B")]
+    return [d for d in both if direction in (None, d[0])]
+
+
+class TranslationScorer:
+    """Scores translation generators on a prepared split, in every direction the run has."""
+
+    def __init__(self, cfg, data: Prepared, *, inception: metrics.InceptionFeatures | None,
+                 direction: str | None = None, batch_size: int = 8, seed: int = 0) -> None:
+        self.cfg, self.data, self.inception = cfg, data, inception
+        self.directions = directions_of(cfg, direction)
+        self.batch_size, self.seed = batch_size, seed
+
+    def __call__(self, generators) -> dict[str, dict[str, Any]]:
+        results = {}
+        for name, gen, src in self.directions:
+            x, y = (self.data.A, self.data.B) if src == "A" else (self.data.B, self.data.A)
+            fake = translate_batch(generators[gen], x, batch_size=self.batch_size, seed=self.seed)
+            results[name] = score_set(fake, y, inception=self.inception, real_key=f"{self.data.key}-{name[-1]}",
+                                      target=y if self.data.paired else None)
+        return results
+
+    def gallery(self, generators, n: int = 8) -> dict[str, np.ndarray]:
+        """Rows of a before / after grid (uint8 NHWC): input, output and (when paired) target, per direction."""
+        rows = {}
+        for name, gen, src in self.directions:
+            x, y = (self.data.A, self.data.B) if src == "A" else (self.data.B, self.data.A)
+            rows[f"input {src}"] = x[:n]
+            rows[f"{name}"] = translate_batch(generators[gen], x[:n], batch_size=self.batch_size, seed=self.seed)
+            if self.data.paired:
+                rows[f"target {name[-1]}"] = y[:n]
+        return rows
+
+
+# --- noise-to-image --------------------------------------------------------------------------------
+class SampleScorer:
+    """Scores a dcgan / cgan generator's samples against held-out real images: FID / KID, and for
+    a cgan the digit classifier's class accuracy and per-class Frechet distance."""
+
+    def __init__(self, cfg, real: np.ndarray, real_labels: np.ndarray | None, classes: list[str], *, n: int,
+                 inception: metrics.InceptionFeatures | None, real_key: str, classifier=None, seed: int = 0) -> None:
+        self.cfg, self.real, self.real_labels, self.classes = cfg, real, real_labels, classes
+        self.n, self.inception, self.real_key, self.classifier, self.seed = n, inception, real_key, classifier, seed
+
+    def samples(self, net) -> tuple[np.ndarray, np.ndarray | None]:
+        from . import sampling
+        from .images import to_uint8
+
+        gen = sampling.from_net(net, self.cfg.model, self.classes, "run")
+        plan = sampling.plan(gen, self.n, seed=self.seed)
+        was_training = net.training
+        net.eval()
+        try:
+            fake = gen(plan.latent, plan.label, plan.seeds)
+        finally:
+            net.train(was_training)
+        return to_uint8(fake), plan.label
+
+    def __call__(self, generators) -> dict[str, dict[str, Any]]:
+        fake, labels = self.samples(generators["G"])
+        scores = score_set(_rgb(fake), _rgb(self.real), inception=self.inception, real_key=self.real_key)
+        if self.classifier is not None and labels is not None:
+            scores.update(class_scores(self.classifier, fake, labels, self.real, self.real_labels, self.classes))
+        return {"samples": scores}
+
+    def gallery(self, generators, n: int = 8) -> dict[str, np.ndarray]:
+        fake, labels = self.samples(generators["G"])
+        if labels is None:
+            return {"samples": fake[: 4 * n]}
+        k = len(self.classes)
+        return {f"class {self.classes[c]}": fake[labels == c][:n] for c in range(min(k, 10))}
+
+
+def _rgb(images: np.ndarray) -> np.ndarray:
+    return images if images.shape[-1] == 3 else np.repeat(images[..., :1], 3, axis=-1)
+
+
+def class_scores(classifier, fake: np.ndarray, labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
+                 classes: list[str]) -> dict[str, Any]:
+    """The classifier's class accuracy of conditioned samples (and per class), and the Frechet
+    distance between classifier features of each class's samples and its held-out reals."""
+    from .classifier import predict
+    from .images import to_float
+
+    fake_logits, fake_f = predict(classifier, to_float(fake))
+    _, real_f = predict(classifier, to_float(real))
+    k = len(classes)
+    per_fd = []
+    for c in range(k):
+        a, b = fake_f[labels == c], real_f[real_labels == c]
+        per_fd.append(metrics.frechet_distance(*metrics.feature_stats(a), *metrics.feature_stats(b))
+                      if len(a) >= 2 and len(b) >= 2 else float("nan"))
+    return {"class_accuracy": metrics.class_accuracy(fake_logits, labels),
+            "per_class_accuracy": dict(zip(classes, metrics.per_class_accuracy(fake_logits, labels, k))),
+            "classifier_fd": metrics.frechet_distance(*metrics.feature_stats(fake_f), *metrics.feature_stats(real_f)),
+            "per_class_classifier_fd": dict(zip(classes, per_fd))}
+
+
+# --- building scorers for a run ----------------------------------------------------------------
+def load_inception(path: str | Path | None, needed: bool, device: str = "cpu") -> metrics.InceptionFeatures | None:
+    return metrics.InceptionFeatures.load(path, device) if needed else None
+
+
+def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, direction: str | None = None,
+                 limit: int | None = None, inception: str | Path | None = None, fid: bool = True,
+                 classify: bool = True, seed: int = 0, device: str = "cpu"):
+    """The scorer of a run's config on a split of its data (or of ``data``), and a description.
+    ``fid``: load the Inception network for FID / KID; ``classify``: judge cgan samples with the
+    digit classifier (trained on the data's training split the first time)."""
+    from .config import GENERATIVE
+
+    t = cfg.train
+    source = str(data) if data is not None else t.data
+    net = load_inception(inception, fid, device)
+    if t.model in GENERATIVE:
+        return _sample_scorer(cfg, source, limit, net, seed, classify)
+    from .data import TranslationDataset, detect_layout
+
+    layout = detect_layout(source)
+    ds = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=False, unpaired=t.model == "cyclegan",
+                            synthetic_count=t.synthetic_count, seed=t.seed, max_bad_fraction=1.0,
+                            holdout=t.holdout)
+    images = ds.split(split)
+    if images is None:
+        hint = ("train with --holdout N to hold the last N images out as validation, or add a val/ folder"
+                if split == "val" else "add test/ (or testA/ + testB/) to the data, or use --split val")
+        raise DataError(f"{source} has no {split} images: {hint}")
+    prepared = prepare(images, t.size, limit)
+    return TranslationScorer(cfg, prepared, inception=net, direction=direction, seed=seed), prepared.description
+
+
+def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify: bool):
+    from .data.arrays import load_image_set
+    from .data.arrays import split as split_set
+    from .data.folders import GenerationDataset
+    from .images import to_uint8
+
+    t = cfg.train
+    classes_hint = ()
+    if t.pair:
+        from .data import pairs
+
+        classes_hint = pairs.get(t.pair).classes
+    train_set, held = split_set(load_image_set(source, classes=classes_hint, max_bad_fraction=1.0))
+    if not len(held):
+        raise DataError(f"{source} has no held-out images to score samples against (unlabelled folders are all "
+                        f"for training); score two folders with 'translate eval --real DIR --fake DIR'")
+    ds = GenerationDataset(held, size=t.size, channels=cfg.model.channels or held.channels)
+    count = len(held) if limit is None else min(limit, len(held))
+    idx = np.linspace(0, len(held) - 1, count).round().astype(int) if count < len(held) else np.arange(len(held))
+    real = to_uint8(np.stack([ds[(int(i), 0)]["image"].numpy() for i in idx]))
+    labels = held.labels[idx] if held.labelled else None
+    classes = list(held.classes) if held.labelled else []
+    classifier = None
+    if t.model == "cgan" and classify:
+        from .classifier import N_DIGITS, digit_classifier
+
+        if len(classes) == N_DIGITS:
+            classifier, _ = digit_classifier(source, quiet=True)
+        else:
+            log.info("no class scores: the project's classifier judges 10-class (digit) data, %s has %d classes",
+                     source, len(classes))
+    key = metrics.features_key([source], "held-out", t.size, count)
+    n = max(count, 2)
+    description = f"{count} held-out images of {source} against {n} samples"
+    return SampleScorer(cfg, real, labels, classes, n=n, inception=net, real_key=key, classifier=classifier,
+                        seed=seed), description
+
+
+# --- running it --------------------------------------------------------------------------------
+def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: str = "val",
+                 direction: str | None = None, limit: int | None = None, inception: str | Path | None = None,
+                 fid: bool = True, write: bool = True) -> dict[str, Any]:
+    """Score a run's generator (EMA weights when kept) and write ``RUN/eval.json``."""
+    from .export import load_generator
+    from .train import read_classes
+
+    loaded = load_generator(run_dir)
+    cfg = loaded.cfg
+    if getattr(cfg.model, "n_classes", 0):
+        cfg.model.n_classes = len(read_classes(loaded.run_dir, cfg.model.n_classes))
+    scorer, description = build_scorer(cfg, split=split, data=data, direction=direction, limit=limit,
+                                       inception=inception, fid=fid)
+    generators = _generators_of(run_dir, loaded)
+    results = scorer(generators)
+    report = {
+        "run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step, "ema": loaded.ema,
+        "model": cfg.train.model, "split": split, "data": str(data or cfg.train.data or "synthetic"),
+        "images": description, "size": cfg.train.size, "fid_network": network_note(scorer.inception),
+        "results": results,
+    }
+    if write:
+        atomic_write_text(loaded.run_dir / EVAL_FILE, json.dumps(_clean(report), indent=2) + "\n")
+    return report
+
+
+def _generators_of(run_dir, first) -> dict[str, Any]:
+    """Every generator of a run by name (EMA weights when kept), on the CPU."""
+    from .export import load_generator
+
+    names = ["G"] if first.name == "G" else ["G_AB", "G_BA"]
+    return {n: first.net if n == first.name else load_generator(run_dir, n).net for n in names}
+
+
+def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Path | None = None,
+                     fid: bool = True, size: int | None = None) -> dict[str, Any]:
+    """Score the images of ``fake`` against those of ``real``: FID / KID over the two sets, and L1 /
+    PSNR / SSIM over the files with equal names (relative path without extension). Paired images of
+    unequal size are compared at the real one's size."""
+    from .data.folders import scan_images
+    from .images import load_rgb
+
+    real, fake = Path(real), Path(fake)
+    rf, ff = scan_images(real, max_bad_fraction=1.0), scan_images(fake, max_bad_fraction=1.0)
+    if len(rf) < 2 or len(ff) < 2:
+        raise DataError(f"need at least 2 images in each of {real} and {fake}")
+
+    def read(paths: list[Path]) -> tuple[list[np.ndarray], list[Path]]:
+        imgs, kept = [], []
+        for p in paths:
+            try:
+                imgs.append(load_rgb(p)), kept.append(p)
+            except (OSError, ValueError) as exc:
+                log.warning("skipping %s: not a readable image (%s)", p, type(exc).__name__)
+        return imgs, kept
+
+    r_imgs, rf = read(rf)
+    f_imgs, ff = read(ff)
+    out: dict[str, Any] = {"real": str(real), "fake": str(fake), "n_real": len(r_imgs), "n_fake": len(f_imgs)}
+    key = lambda p, base: p.relative_to(base).with_suffix("").as_posix()  # noqa: E731
+    by_fake = {key(p, fake): img for p, img in zip(ff, f_imgs)}
+    pairs = [(img, by_fake[key(p, real)]) for p, img in zip(rf, r_imgs) if key(p, real) in by_fake]
+    if pairs:
+        tgt = [t for t, _ in pairs]
+        same = len({t.shape for t in tgt}) == 1
+        side = size or (None if same else 256)
+        if side is not None:
+            tgt_a = np.stack([resize_to(t, side) for t in tgt])
+            out_a = np.stack([resize_to(o, side) for _, o in pairs])
+        else:
+            tgt_a = np.stack(tgt)
+            out_a = np.stack([o if o.shape == t.shape else _resize_hw(o, t.shape[:2]) for t, o in pairs])
+        per = metrics.paired_scores(out_a, tgt_a)
+        out["paired"] = {"n": len(pairs), **{k: float(np.mean(v)) for k, v in per.items()}}
+    net = load_inception(inception, fid)
+    if net is not None:
+        rf_feat = metrics.cached_features(f"{metrics.features_key(rf, 'folder')}-{net.id}",
+                                          lambda: _features_each(net, r_imgs))
+        ff_feat = _features_each(net, f_imgs)
+        out["fid"] = metrics.fid(ff_feat, rf_feat)
+        out["kid"], out["kid_std"] = metrics.kid(ff_feat, rf_feat, subsets=KID_SUBSETS)
+    out["fid_network"] = network_note(net)
+    return out
+
+
+def _resize_hw(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))
+
+
+def _features_each(net: metrics.InceptionFeatures, images: list[np.ndarray]) -> np.ndarray:
+    """Features of images of mixed sizes (each resized to 299 on its own, as clean-fid does)."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):
+        by_shape.setdefault(img.shape, []).append(i)
+    out = np.empty((len(images), 2048))
+    for idx in by_shape.values():
+        out[idx] = net(np.stack([images[i] for i in idx]))
+    return out
+
+
+def network_note(net: metrics.InceptionFeatures | None) -> str:
+    if net is None:
+        return "not computed (FID / KID skipped)"
+    return (f"2015 FID Inception (TF port, {net.path.name}), 2048-d pool features; images resized to 299 with "
+            f"PIL bicubic per channel in float (clean-fid 'clean')")
+
+
+def _clean(obj):
+    """JSON-safe: NaN and infinities as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+# --- a table for the terminal ------------------------------------------------------------------
+COLUMNS = (("l1", "L1", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("fid", "FID", "{:.2f}"),
+           ("kid", "KID x1e3", None), ("class_accuracy", "class acc", "{:.1%}"), ("classifier_fd", "clf FD", "{:.2f}"))
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    cols = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
+    header = ["", "n"] + [c[1] for c in cols]
+    rows = [header]
+    for name, r in results.items():
+        row = [name, str(r.get("n", ""))]
+        for key, _, fmt in cols:
+            v = r.get(key)
+            if v is None:
+                row.append("-")
+            elif key == "kid":
+                row.append(f"{v * 1e3:.2f} ± {r.get('kid_std', 0) * 1e3:.2f}")
+            else:
+                row.append(fmt.format(v))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+
+
+def metric_value(results: dict[str, dict[str, Any]], metric: str) -> float:
+    """One number for picking the best checkpoint: the mean of ``metric`` over the directions."""
+    values = [r[metric] for r in results.values() if r.get(metric) is not None]
+    if not values:
+        raise ConfigError(f"eval_metric {metric} was not computed for this run (paired metrics need ground truth; "
+                          f"FID / KID the Inception network)")
+    return float(np.mean(values))
