@@ -193,6 +193,16 @@ def test_eval_every_keeps_the_best_checkpoint(pix2pix_run):
     assert load_generator(pix2pix_run / "best").step == best["step"]  # a checkpoint like any other
 
 
+def test_translate_run_takes_the_best_checkpoint(pix2pix_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_image(tmp_path / "in" / "x.png", size=(32, 32))
+    code, text = invoke("run", tmp_path / "in", tmp_path / "out", "--checkpoint", pix2pix_run / "best")
+    assert code == 0, text
+    assert (tmp_path / "out" / "x.png").is_file()
+    step = json.loads((pix2pix_run / "best" / "best.json").read_text())["step"]
+    assert [p.name for p in (tmp_path / "export").glob("*.onnx")][0].startswith(f"run-best-step{step:08d}-")
+
+
 def test_eval_every_resumes_with_its_best(tmp_path, tiny):
     from translate.engine.trainer import Trainer
     from translate.train import build_config, load_run_config, train

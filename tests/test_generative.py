@@ -252,7 +252,7 @@ def test_every_stabiliser_at_once_trains_and_resumes_exactly(digits, tmp_path):
             "minibatch_discrimination": 4, "equalized_lr": True, "pixel_norm": True, "noise_injection": 0.1,
             "dropout": 0.2, "pool_size": 6, "progressive": True, "progressive_steps": 1, "swap_every": 2,
             "swap_steps": 1, "d_optimizer": "sgd", "noisy_labels": True, "label_flip": 0.1, "instance_noise": 0.1,
-            "latent": "spherical", "ema": 0.9, "conditioning": "cbn"}
+            "latent": "spherical", "ema": 0.9, "conditioning": "cbn", "aux_classifier": 0.5}
     cfg = build_config(opts)
     train(cfg, tmp_path / "a", quiet=True)
     train(RunConfig.from_dict(cfg.to_dict()), tmp_path / "b", quiet=True, stop_at=3)
@@ -265,6 +265,26 @@ def test_every_stabiliser_at_once_trains_and_resumes_exactly(digits, tmp_path):
     assert any(k.startswith("swap.") for k in wa)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+def test_aux_classifier_adds_a_classification_loss_on_both_sides():
+    from translate.config import CGANConfig, TrainConfig
+    from translate.models.conditional import CGAN
+
+    torch.manual_seed(0)
+    train = TrainConfig(model="cgan", size=16, batch_size=4)
+    plain = CGAN(CGANConfig(channels=1, n_classes=3, ngf=8, ndf=8), train)
+    aux = CGAN(CGANConfig(channels=1, n_classes=3, ngf=8, ndf=8, aux_classifier=1.0), train)
+    assert plain.discriminators["D"].classifier is None and aux.discriminators["D"].classifier is not None
+    aux.load_state_dict(plain.state_dict(), strict=False)
+    d_plain, d_aux = plain.discriminators["D"], aux.discriminators["D"]
+    real, fake, y = torch.rand(4, 1, 16, 16) * 2 - 1, torch.rand(4, 1, 16, 16) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    d_aux(real, y)
+    ce = torch.nn.functional.cross_entropy(d_aux.class_logits, y)
+    assert torch.allclose(aux.d_score(d_aux, real, fake, y, y), plain.d_score(d_plain, real, fake, y, y) + ce)
+    d_aux(fake, y)
+    ce = torch.nn.functional.cross_entropy(d_aux.class_logits, y)
+    assert torch.allclose(aux.g_score(d_aux, fake, y), plain.g_score(d_plain, fake, y) + ce)
 
 
 def test_past_swaps_freeze_the_swapped_side_and_restore_it():

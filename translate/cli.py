@@ -360,7 +360,12 @@ def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: 
     from .train import load_run_config
 
     tag = config_hash(load_run_config(ckpt.parent))[:8]  # two runs of one name do not share a cached export
-    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{ckpt.name}-{tag}" \
+    name = ckpt.name
+    if (ckpt / "best.json").is_file():  # RUN/best moves on as training goes: name the step it holds
+        import json
+
+        name = f"{name}-step{int(json.loads((ckpt / 'best.json').read_text())['step']):08d}"
+    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{name}-{tag}" \
                               f"{'-fp16' if fp16 else ''}.onnx"
     if not target.is_file():
         log.info("exporting %s to %s", ckpt, target)

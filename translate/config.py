@@ -121,7 +121,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "dcgan": {"label_smoothing": 0.1, "instance_noise": 0.1, "minibatch_std": 4, "latent": "spherical",
                   "ema": 0.999},
         "cgan": {"label_smoothing": 0.1, "instance_noise": 0.1, "minibatch_std": 4, "latent": "spherical",
-                 "ema": 0.999},
+                 "ema": 0.999, "aux_classifier": 1.0},
         "cyclegan": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
         "pix2pix": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
     },
@@ -360,6 +360,7 @@ def _validate_generative(t: TrainConfig, m: DCGANConfig, need) -> None:
         need(False, f"--size {t.size}: {exc}")
     need(t.size <= 1024, f"--size {t.size} is too large for a DCGAN (at most 1024)")
     need(m.latent_dim >= 1, "latent_dim must be at least 1")
+    need(getattr(m, "aux_classifier", 0.0) >= 0, "aux_classifier must be 0 (off) or a positive loss weight")
     need(m.latent in ("normal", "spherical"), f"latent must be normal or spherical, not {m.latent!r}")
     need(m.ngf >= 1 and m.ndf >= 1, "ngf and ndf must be at least 1")
     need(m.channels in (0, 1, 3), f"channels must be 0 (from the data), 1 or 3, not {m.channels}")
