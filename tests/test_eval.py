@@ -191,6 +191,10 @@ def test_eval_every_keeps_the_best_checkpoint(pix2pix_run):
     from translate.export import load_generator
 
     assert load_generator(pix2pix_run / "best").step == best["step"]  # a checkpoint like any other
+    code, text = invoke("eval", pix2pix_run / "best", "--no-fid")
+    assert code == 0, text
+    scored = json.loads((pix2pix_run / "eval-best.json").read_text())  # not eval.json: that is the latest's
+    assert scored["step"] == best["step"] and scored["results"]["AtoB"]["l1"] == pytest.approx(best["value"])
 
 
 def test_translate_run_takes_the_best_checkpoint(pix2pix_run, tmp_path, monkeypatch):
@@ -336,3 +340,39 @@ def test_report_renders_in_headless_chromium_without_broken_images(pix2pix_run, 
     assert m, result.stdout[:500]
     total, broken = int(m.group(1)), int(m.group(2))
     assert total == page.count("<img ") and total >= 5 and broken == 0
+
+
+def test_cgan_eval_scores_class_accuracy_and_per_class_distance(tmp_path, monkeypatch):
+    from test_generative import GEN_TINY, glyphs
+
+    monkeypatch.setenv("TRANSLATE_CACHE", str(tmp_path / "cache"))
+    x, y = glyphs(n_per_class=20)
+    np.savez(tmp_path / "glyphs.npz", x=x, y=y)
+    run = tmp_path / "run"
+    code, text = invoke("train", "--model", "cgan", "--data", tmp_path / "glyphs.npz", "--steps", 2, "--run-dir", run,
+                        *GEN_TINY)
+    assert code == 0, text
+    code, text = invoke("eval", run, "--no-fid")
+    assert code == 0, text
+    r = json.loads((run / "eval.json").read_text())["results"]["samples"]
+    assert r["n"] == 20  # one sample per held-out image (2 of each class)
+    assert 0.0 <= r["class_accuracy"] <= 1.0 and set(r["per_class_accuracy"]) == {str(i) for i in range(10)}
+    assert len(r["per_class_classifier_fd"]) == 10 and r["classifier_fd"] >= 0
+
+
+@needs_inception
+def test_eval_every_on_a_dcgan_scores_samples_by_kid(tmp_path):
+    from test_generative import GEN_TINY, glyphs
+
+    x, y = glyphs(n_per_class=20)
+    np.savez(tmp_path / "glyphs.npz", x=x, y=y)
+    run = tmp_path / "run"
+    code, text = invoke("train", "--model", "dcgan", "--data", tmp_path / "glyphs.npz", "--steps", 2, "--run-dir", run,
+                        "--eval-every", 2, "--eval-metric", "kid", "--set", "eval_count=4", *GEN_TINY)
+    assert code == 0, text
+    row = json.loads((run / "evals.jsonl").read_text())
+    assert row["metric"] == "kid" and row["results"]["samples"]["n"] == 4 and "fid" in row["results"]["samples"]
+    assert json.loads((run / "best" / "best.json").read_text())["step"] == 2
+    code, text = invoke("train", "--model", "dcgan", "--data", tmp_path / "glyphs.npz", "--steps", 2, "--eval-every", 2,
+                        "--eval-metric", "l1", "--run-dir", tmp_path / "r2", *GEN_TINY)
+    one_line_error(code, text, "eval_metric l1 does not apply to dcgan")

@@ -494,7 +494,7 @@ def eval_cmd(source: Path | None, data: Path | None, pair: str | None, root: Pat
         click.echo(f"{scores['model']} {scores['run']} ({scores['checkpoint']}, step {scores['step']}"
                    f"{', EMA weights' if scores['ema'] else ''}) on {scores['images']}")
         click.echo(evaluate.format_table(scores["results"]))
-        click.echo(f"-> {Path(scores['run']) / evaluate.EVAL_FILE}")
+        click.echo(f"-> {scores.pop('written')}")
     if json_out is not None:
         from .fileio import atomic_write_text
 

@@ -333,8 +333,22 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: 
         "results": results,
     }
     if write:
-        atomic_write_text(loaded.run_dir / EVAL_FILE, json.dumps(_clean(report), indent=2) + "\n")
+        path = eval_file(loaded.run_dir, loaded.checkpoint)
+        atomic_write_text(path, json.dumps(_clean(report), indent=2) + "\n")
+        report["written"] = str(path)
     return report
+
+
+def eval_file(run_dir: Path, checkpoint: Path) -> Path:
+    """Where the scores of ``checkpoint`` go: ``RUN/eval.json`` for the run's latest checkpoint,
+    ``RUN/eval-<checkpoint>.json`` for another (``best``, an older ``step-<N>``), so scoring the best
+    checkpoint does not replace the scores of the latest."""
+    from .engine.checkpoint import resolve_checkpoint
+
+    latest = resolve_checkpoint(run_dir)
+    if checkpoint.resolve() == latest.resolve():
+        return run_dir / EVAL_FILE
+    return run_dir / f"eval-{checkpoint.name}.json"
 
 
 def _generators_of(run_dir, first) -> dict[str, Any]:
@@ -446,8 +460,9 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             v = r.get(key)
             if v is None:
                 row.append("-")
-            elif key == "kid":
-                row.append(f"{v * 1e3:.2f} ± {r.get('kid_std', 0) * 1e3:.2f}")
+            elif key == "kid":  # the spread over subsets (0 when every subset is the whole set)
+                std = r.get("kid_std") or 0.0
+                row.append(f"{v * 1e3:.2f}" + (f" ± {std * 1e3:.2f}" if std > 0 else ""))
             else:
                 row.append(fmt.format(v))
         rows.append(row)

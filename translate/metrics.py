@@ -239,7 +239,8 @@ def kid(features_a: np.ndarray, features_b: np.ndarray, *, subsets: int = 100, s
     """Kernel Inception Distance (Binkowski et al. 2018) as clean-fid computes it: the unbiased MMD^2
     with the cubic polynomial kernel ``(x.y / d + 1)^3``, averaged over ``subsets`` random subsets of
     ``min(subset_size, len(a), len(b))`` rows of each set. Returns (mean, standard deviation over the
-    subsets). Unbiased: near 0 (and possibly just below) for two samples of one distribution, at any
+    subsets; 0 when both sets are smaller than ``subset_size`` and of equal size, as every subset
+    is then the whole of both). Unbiased: near 0 (and possibly just below) for two samples of one distribution, at any
     set size, which is why it suits the few hundred images of a test set better than FID."""
     a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
@@ -248,6 +249,8 @@ def kid(features_a: np.ndarray, features_b: np.ndarray, *, subsets: int = 100, s
     m = min(len(a), len(b), subset_size)
     if m < 2:
         raise ValueError("KID needs at least 2 images on each side")
+    if m == len(a) == len(b):
+        subsets = 1  # every "subset" is the whole of both sets: one value, no spread
     rng = np.random.default_rng(seed)
     values = np.empty(subsets)
     for k in range(subsets):

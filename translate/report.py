@@ -63,6 +63,13 @@ def plot_loss_curves(metrics_path: str | Path, out_path: str | Path) -> Path | N
         ax.grid(alpha=0.3)
         if group:
             ax.legend(fontsize=8)
+    return _save_figure(fig, out_path)
+
+
+def _save_figure(fig, out_path: str | Path) -> Path:
+    """A matplotlib figure to a PNG, atomically, and closed."""
+    import matplotlib.pyplot as plt
+
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -238,11 +245,7 @@ def plot_eval_history(rows: list[dict], out_path: str | Path) -> Path:
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    out_path = Path(out_path)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out_path
+    return _save_figure(fig, out_path)
 
 
 def _gallery(run_dir: Path, n: int, tmp: Path) -> str:
