@@ -185,12 +185,14 @@ class SampleScorer:
         self.cfg, self.real, self.real_labels, self.classes = cfg, real, real_labels, classes
         self.n, self.inception, self.real_key, self.classifier, self.seed = n, inception, real_key, classifier, seed
 
-    def samples(self, net) -> tuple[np.ndarray, np.ndarray | None]:
+    def samples(self, net, n: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``n`` (default: as many as the real images) uint8 samples, and their labels (cgan: the
+        classes in turn)."""
         from . import sampling
         from .images import to_uint8
 
         gen = sampling.from_net(net, self.cfg.model, self.classes, "run")
-        plan = sampling.plan(gen, self.n, seed=self.seed)
+        plan = sampling.plan(gen, n or self.n, seed=self.seed)
         was_training = net.training
         net.eval()
         try:
@@ -207,11 +209,12 @@ class SampleScorer:
         return {"samples": scores}
 
     def gallery(self, generators, n: int = 8) -> dict[str, np.ndarray]:
-        fake, labels = self.samples(generators["G"])
+        """Rows of samples: ``n`` per class (the first 10 classes) for a cgan, else 4 rows of ``n``."""
+        k = min(len(self.classes), 10) if self.classifier is not None or self.cfg.train.model == "cgan" else 0
+        fake, labels = self.samples(generators["G"], n * k if k else 4 * n)
         if labels is None:
-            return {"samples": fake[: 4 * n]}
-        k = len(self.classes)
-        return {f"class {self.classes[c]}": fake[labels == c][:n] for c in range(min(k, 10))}
+            return {f"samples {r + 1}": fake[r * n:(r + 1) * n] for r in range(4)}
+        return {f"class {self.classes[c]}": fake[labels == c][:n] for c in range(k)}
 
 
 def _rgb(images: np.ndarray) -> np.ndarray:

@@ -261,4 +261,5 @@ def _gallery(run_dir: Path, n: int, tmp: Path) -> str:
     png = save_grid({k: to_float(v if v.shape[-1] == 3 else np.repeat(v, 3, -1)) for k, v in rows.items() if len(v)},
                     tmp / "gallery.png")
     weights = "EMA weights" if loaded.ema else "weights"
-    return _img(png, f"{description}; {weights} of {loaded.checkpoint.name}")
+    what = description if loaded.cfg.train.model not in ("dcgan", "cgan") else "samples, seed 0"
+    return _img(png, f"{what}; {weights} of {loaded.checkpoint.name}")
