@@ -365,8 +365,9 @@ def _generators_of(run_dir, first) -> dict[str, Any]:
 def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Path | None = None,
                      fid: bool = True, size: int | None = None) -> dict[str, Any]:
     """Score the images of ``fake`` against those of ``real``: FID / KID over the two sets, and L1 /
-    PSNR / SSIM over the files with equal names (relative path without extension). Paired images of
-    unequal size are compared at the real one's size."""
+    PSNR / SSIM over the files with equal names (relative path without extension). A fake of
+    another size than its real image is resized to it (all pairs go to ``size``, or 256 x 256 when
+    the real images differ in size among themselves)."""
     from .data.folders import scan_images
     from .images import load_rgb
 
