@@ -10,6 +10,19 @@ from PIL import Image
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Caches the tests fill (real-image features, classifiers) go to a temporary folder, never
+    to the user's ~/.cache/translate."""
+    before = os.environ.get("TRANSLATE_CACHE")
+    os.environ["TRANSLATE_CACHE"] = str(tmp_path_factory.mktemp("translate-cache"))
+    yield
+    if before is None:
+        os.environ.pop("TRANSLATE_CACHE", None)
+    else:
+        os.environ["TRANSLATE_CACHE"] = before
+
+
 def write_image(path: Path, size=(40, 40), mode="RGB", seed=0, fmt=None) -> Path:
     rng = np.random.default_rng(seed)
     w, h = size
