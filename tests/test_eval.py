@@ -376,3 +376,39 @@ def test_eval_every_on_a_dcgan_scores_samples_by_kid(tmp_path):
     code, text = invoke("train", "--model", "dcgan", "--data", tmp_path / "glyphs.npz", "--steps", 2, "--eval-every", 2,
                         "--eval-metric", "l1", "--run-dir", tmp_path / "r2", *GEN_TINY)
     one_line_error(code, text, "eval_metric l1 does not apply to dcgan")
+
+
+def test_a_root_of_images_does_not_offer_its_own_subfolders_as_validation(tmp_path):
+    from translate.data import TranslationDataset, detect_layout
+
+    for i in range(4):
+        write_image(tmp_path / "d" / f"{i}.png", size=(64, 32), seed=i)
+    write_image(tmp_path / "d" / "val" / "v.png", size=(64, 32), seed=9)  # trained on: the root is scanned deeply
+    ds = TranslationDataset(detect_layout(tmp_path / "d"), size=32, load_size=None)
+    assert ds.split("val") is None
+
+
+def test_eval_every_refuses_a_metric_it_cannot_compute_before_training(unpaired_dir, tmp_path):
+    code, text = invoke("train", "--data", unpaired_dir, "--steps", 2, "--size", 32, "--holdout", 2,
+                        "--eval-every", 1, "--eval-metric", "l1", "--run-dir", tmp_path / "run", "--set", "ngf=8")
+    one_line_error(code, text, "--eval-metric l1", "no", "fid or kid")
+    assert not (tmp_path / "run" / "step-00000001").exists()
+
+
+def test_a_crash_between_the_renames_of_best_is_recovered(tmp_path):
+    from translate.engine.checkpoint import recover_dir, write_checkpoint_dir
+
+    import torch
+
+    best = tmp_path / "best"
+    write_checkpoint_dir(best, {"w": torch.ones(2)}, {"step": 1})
+    best.rename(tmp_path / ".old-best-123")  # the first rename happened, the second did not
+    recover_dir(best)
+    assert (best / "weights.safetensors").is_file() and not list(tmp_path.glob(".old-*"))
+
+
+def test_half_written_rows_are_dropped_on_resume_and_skipped_by_the_report(tmp_path):
+    from translate.report import read_metrics
+
+    (tmp_path / "evals.jsonl").write_text('{"step": 2, "value": 1}\n{"step": 4, "val')
+    assert read_metrics(tmp_path / "evals.jsonl") == [{"step": 2, "value": 1}]

@@ -438,7 +438,9 @@ def sample(source: Path | None, model: Path | None, n: int, class_: str | None, 
               help="val: the images the run held out (--holdout) or a val/ folder; test: test/ or testA/ + testB/.")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
               help="Only this direction. [pix2pix: the run's; CycleGAN: both]")
-@click.option("--n", "limit", type=int, default=None, metavar="N", help="Score only the first N images. [all]")
+@click.option("--n", "limit", type=click.IntRange(min=2), default=None, metavar="N",
+              help="Score only N images (the first N of a translation split; N spread over the held-out "
+                   "images of a dcgan / cgan). [all]")
 @click.option("--real", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="With --fake: score two folders instead of a run.")
 @click.option("--fake", type=click.Path(path_type=Path), default=None, metavar="DIR")

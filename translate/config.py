@@ -320,7 +320,7 @@ def validate(cfg: RunConfig) -> None:
              f"eval_metric {t.eval_metric} does not apply to {t.model} samples; choose fid or kid"
              f"{' or class_accuracy' if t.model == 'cgan' else ''}")
         need(t.holdout == 0, f"--holdout is for translation data; a {t.model} run holds out the last 10 % of "
-                             f"each class (or the data's test split) by itself")
+                             f"each class of labelled data (or uses its test split) by itself")
     else:
         need(t.eval_metric != "class_accuracy", "eval_metric class_accuracy is for cgan runs; choose fid, kid, "
                                                 "l1, psnr or ssim")

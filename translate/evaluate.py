@@ -262,13 +262,16 @@ def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, dir
         return _sample_scorer(cfg, source, limit, net, seed, classify)
     from .data import TranslationDataset, detect_layout
 
+    if source is not None and not Path(source).exists():
+        raise DataError(f"the data {source} is not there any more; give its new place with --data DIR")
     layout = detect_layout(source)
     ds = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=False, unpaired=t.model == "cyclegan",
                             synthetic_count=t.synthetic_count, seed=t.seed, max_bad_fraction=1.0,
                             holdout=t.holdout)
     images = ds.split(split)
     if images is None:
-        hint = ("train with --holdout N to hold the last N images out as validation, or add a val/ folder"
+        folder = " (or add a val/ folder beside train/)" if layout.kind == "aligned" else ""
+        hint = (f"train with --holdout N to hold the last N images out as validation{folder}"
                 if split == "val" else "add test/ (or testA/ + testB/) to the data, or use --split val")
         raise DataError(f"{source} has no {split} images: {hint}")
     prepared = prepare(images, t.size, limit)
@@ -295,10 +298,11 @@ def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify
     count = len(held) if limit is None else min(limit, len(held))
     idx = np.linspace(0, len(held) - 1, count).round().astype(int) if count < len(held) else np.arange(len(held))
     real = to_uint8(np.stack([ds[(int(i), 0)]["image"].numpy() for i in idx]))
-    labels = held.labels[idx] if held.labelled else None
-    classes = list(held.classes) if held.labelled else []
+    conditional = t.model == "cgan"
+    labels = held.labels[idx] if held.labelled and conditional else None
+    classes = list(held.classes) if held.labelled and conditional else []
     classifier = None
-    if t.model == "cgan" and classify:
+    if conditional and classify:
         from .classifier import N_DIGITS, digit_classifier
 
         if len(classes) == N_DIGITS:
@@ -306,7 +310,9 @@ def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify
         else:
             log.info("no class scores: the project's classifier judges 10-class (digit) data, %s has %d classes",
                      source, len(classes))
-    key = metrics.features_key([source], "held-out", t.size, count)
+    import hashlib
+
+    key = hashlib.sha256(real.tobytes() + str(real.shape).encode()).hexdigest()[:20]  # the very pixels scored
     n = max(count, 2)
     description = f"{count} held-out images of {source} against {n} samples"
     return SampleScorer(cfg, real, labels, classes, n=n, inception=net, real_key=key, classifier=classifier,
@@ -326,7 +332,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: 
     if getattr(cfg.model, "n_classes", 0):
         cfg.model.n_classes = len(read_classes(loaded.run_dir, cfg.model.n_classes))
     scorer, description = build_scorer(cfg, split=split, data=data, direction=direction, limit=limit,
-                                       inception=inception, fid=fid)
+                                       inception=inception, fid=fid, seed=cfg.train.seed)
     generators = _generators_of(run_dir, loaded)
     results = scorer(generators)
     report = {

@@ -362,9 +362,14 @@ def ssim(output, target, *, window: int = 11, sigma: float = 1.5, k1: float = 0.
     return s.mean(dim=(1, 2, 3)).numpy()
 
 
-def paired_scores(output, target) -> dict[str, np.ndarray]:
-    """``l1``, ``psnr`` and ``ssim`` per image of aligned ``output`` and ``target`` (uint8 NHWC)."""
-    return {"l1": l1(output, target), "psnr": psnr(output, target), "ssim": ssim(output, target)}
+def paired_scores(output, target, chunk: int = 16) -> dict[str, np.ndarray]:
+    """``l1``, ``psnr`` and ``ssim`` per image of aligned ``output`` and ``target`` (uint8 NHWC),
+    ``chunk`` images at a time (the float64 intermediates of a whole test set would not fit)."""
+    parts = []
+    for i in range(0, len(output), chunk):
+        o, t = output[i:i + chunk], target[i:i + chunk]
+        parts.append({"l1": l1(o, t), "psnr": psnr(o, t), "ssim": ssim(o, t)})
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("l1", "psnr", "ssim")}
 
 
 # which way is better, for picking the best checkpoint

@@ -37,7 +37,13 @@ def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # blank, or the half-written last row of a killed run
+            continue
+    return rows
 
 
 def plot_loss_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:

@@ -164,7 +164,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 
 RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
-                      "checkpoint_every", "keep_last", "eval_every")
+                      "checkpoint_every", "keep_last", "eval_every", "eval_metric", "eval_count")
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False,
@@ -238,7 +238,15 @@ def _eval_scorer(cfg: RunConfig, device):
                                            classify=t.eval_metric == "class_accuracy", seed=t.seed,
                                            device=str(device))
     except ConfigError as exc:
-        raise ConfigError(f"--eval-every: {exc} (or score by a paired metric: --eval-metric l1)") from None
+        hint = " (or score by a paired metric: --eval-metric l1)" if t.model not in GENERATIVE else ""
+        raise ConfigError(f"--eval-every: {exc}{hint}") from None
+    paired = getattr(getattr(scorer, "data", None), "paired", False)
+    if t.eval_metric in ("l1", "psnr", "ssim") and not paired:
+        raise ConfigError(f"--eval-metric {t.eval_metric} compares outputs with their ground truth, and the validation "
+                          f"images have none (unpaired names); use --eval-metric fid or kid")
+    if t.eval_metric == "class_accuracy" and getattr(scorer, "classifier", None) is None:
+        raise ConfigError("--eval-metric class_accuracy needs the digit classifier, which judges 10-class data; "
+                          "use --eval-metric fid or kid")
     log.info("scoring every %d steps by %s on %s; the best checkpoint goes to best/", t.eval_every, t.eval_metric,
              description)
     return scorer

@@ -235,7 +235,8 @@ class TranslationDataset(Dataset):
             names = {p.relative_to(a_dir).with_suffix("") for p in held_a}
             held_b = [p for p in self.files_B if p.relative_to(b_dir).with_suffix("") in names]
             if len(held_b) == len(held_a):
-                self.files_B = [p for p in self.files_B if p not in set(held_b)]
+                held_set = set(held_b)
+                self.files_B = [p for p in self.files_B if p not in held_set]
             else:
                 self.files_B, held_b = hold_out(self.files_B, n, b_dir)
             return pairs_or_unpaired(source, "val", held_a, held_b, a_dir, b_dir)

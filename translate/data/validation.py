@@ -124,7 +124,9 @@ def folder_split(root: Path, split: str) -> EvalImages | None:
         a, b = scan_images(root / "testA", **scan), scan_images(root / "testB", **scan)
         return pairs_or_unpaired(str(root), split, a, b, root / "testA", root / "testB")
     folder = root / split
-    if folder.is_dir() and not (root / "trainA").is_dir():
+    # side-by-side val/ and test/ sit beside train/; without train/ the root is the training folder,
+    # and its subfolders were trained on
+    if folder.is_dir() and (root / "train").is_dir() and not (root / "trainA").is_dir():
         files = sorted(scan_images(folder, **scan), key=lambda p: natural_key(p.relative_to(folder)))
         return EvalImages(str(folder), split, "aligned", files_A=files)
     return None

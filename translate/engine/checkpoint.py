@@ -66,6 +66,16 @@ def write_checkpoint_dir(final: Path, weights: dict[str, torch.Tensor], state: d
     return final
 
 
+def recover_dir(final: Path) -> None:
+    """After a crash between the two renames of :func:`write_checkpoint_dir`: put the previous
+    folder back if the new one never arrived, else drop the leftover."""
+    for old in sorted(final.parent.glob(f".old-{final.name}-*")):
+        if not final.exists() and (old / WEIGHTS).is_file() and (old / TRAINER).is_file():
+            os.rename(old, final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def save_checkpoint(run_dir: Path, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
                     keep_last: int = 3) -> Path:
     """Write ``run_dir/step-<step>`` atomically, point ``latest`` at it, keep the newest ``keep_last``."""

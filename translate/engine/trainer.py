@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, TrainingFailure
-from .checkpoint import load_checkpoint, save_checkpoint, write_checkpoint_dir
+from ..fileio import atomic_write_text
+from .checkpoint import load_checkpoint, recover_dir, save_checkpoint, write_checkpoint_dir
 from .device import amp_dtype, rng_state, set_rng_state
 from .memory import tune_malloc
 from .monitor import HealthMonitor, HealthWarning
@@ -35,6 +36,14 @@ log = logging.getLogger("translate.train")
 
 EVALS_FILE = "evals.jsonl"  # one row per --eval-every evaluation
 BEST_DIR = "best"  # the checkpoint with the best eval_metric so far
+
+
+def _step_of(line: str) -> float:
+    """The step of a jsonl row; a blank or half-written row (a killed append) counts as past any step."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def linear_decay(total_steps: int, decay_from: float) -> Callable[[int], float]:
@@ -165,6 +174,7 @@ class Trainer:
         self.data_position = int(state["data_position"])
         self.monitor.history = [HealthWarning(*w) for w in state.get("warnings", [])]
         self.best = json.loads(state.get("best") or "null")
+        recover_dir(self.run_dir / BEST_DIR)
         self._truncate_metrics(self.step)
         return path
 
@@ -174,9 +184,8 @@ class Trainer:
             path = self.run_dir / name
             if not path.exists():
                 continue
-            rows = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= step]
-            path.write_text("".join(r + "\n" for r in rows))
+            rows = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
+            atomic_write_text(path, "".join(r + "\n" for r in rows))
 
     # --- one step ------------------------------------------------------------------------------
     def _autocast(self):
@@ -286,19 +295,24 @@ class Trainer:
         metric = self.t.eval_metric
         value = metric_value(results, metric)
         higher = HIGHER_IS_BETTER[metric]
-        better = self.best is None or (value > self.best["value"] if higher else value < self.best["value"])
+        if self.best is not None and self.best["metric"] != metric:  # --eval-metric changed on resume
+            self.best = None
+        better = not math.isnan(value) and (self.best is None or (value > self.best["value"] if higher
+                                                                   else value < self.best["value"]))
         row = {"step": self.step, "metric": metric, "value": value, "best": better,
                "results": {d: {k: v for k, v in r.items() if k not in ("per_image", "per_class_accuracy",
                                                                      "per_class_classifier_fd")}
                            for d, r in results.items()},
                "seconds": round(time.perf_counter() - started, 2)}
+        from ..evaluate import _clean
+
         with open(self.run_dir / EVALS_FILE, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(_clean(row)) + "\n")
         log.info("eval at step %d: %s %.4g%s", self.step, metric, value, " (best so far)" if better else "")
         if better:
             self.best = {"metric": metric, "value": value, "step": self.step}
             write_checkpoint_dir(self.run_dir / BEST_DIR, self.weights(), self.state(),
-                                 extra={"best.json": json.dumps(self.best, indent=2) + "\n"})
+                                 extra={"best.json": json.dumps(_clean(self.best), indent=2) + "\n"})
         return row
 
     def write_samples(self, rows: dict[str, torch.Tensor]) -> Path:
