@@ -412,3 +412,18 @@ def test_half_written_rows_are_dropped_on_resume_and_skipped_by_the_report(tmp_p
 
     (tmp_path / "evals.jsonl").write_text('{"step": 2, "value": 1}\n{"step": 4, "val')
     assert read_metrics(tmp_path / "evals.jsonl") == [{"step": 2, "value": 1}]
+
+
+def test_eval_refuses_a_holdout_that_moved_since_training(tmp_path, tiny):
+    for i in range(1, 7):
+        write_image(tmp_path / "d" / "train" / f"{i}.jpg", size=(64, 32), seed=i)
+    run = tmp_path / "run"
+    code, text = invoke("train", "--data", tmp_path / "d", "--model", "pix2pix", "--steps", 1, "--size", 32,
+                        "--holdout", 2, "--run-dir", run, "--set", "ngf=8", "--set", "ndf=8", "--set", "workers=0")
+    assert code == 0, text
+    assert json.loads((run / "holdout.json").read_text())["A"][-1].endswith("6.jpg")
+    code, text = invoke("eval", run, "--no-fid")
+    assert code == 0, text
+    (tmp_path / "d" / "train" / "6.jpg").unlink()  # now 4.jpg would be held out, and it was trained on
+    code, text = invoke("eval", run, "--no-fid")
+    one_line_error(code, text, "the data changed since", "6.jpg", "restore the files")

@@ -249,7 +249,7 @@ def load_inception(path: str | Path | None, needed: bool, device: str = "cpu") -
 
 def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, direction: str | None = None,
                  limit: int | None = None, inception: str | Path | None = None, fid: bool = True,
-                 classify: bool = True, seed: int = 0, device: str = "cpu"):
+                 classify: bool = True, seed: int = 0, device: str = "cpu", run_dir: Path | None = None):
     """The scorer of a run's config on a split of its data (or of ``data``), and a description.
     ``fid``: load the Inception network for FID / KID; ``classify``: judge cgan samples with the
     digit classifier (trained on the data's training split the first time)."""
@@ -274,8 +274,27 @@ def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, dir
         hint = (f"train with --holdout N to hold the last N images out as validation{folder}"
                 if split == "val" else "add test/ (or testA/ + testB/) to the data, or use --split val")
         raise DataError(f"{source} has no {split} images: {hint}")
+    if run_dir is not None and data is None and split == "val" and t.holdout:
+        _check_holdout(run_dir, images)
     prepared = prepare(images, t.size, limit)
     return TranslationScorer(cfg, prepared, inception=net, direction=direction, seed=seed), prepared.description
+
+
+def _check_holdout(run_dir: Path, images) -> None:
+    """The held-out files are still the ones the run recorded at training time (``holdout.json``):
+    a file added or removed since would move the split onto images the run trained on."""
+    from .train import HOLDOUT_FILE, holdout_listing
+
+    path = Path(run_dir) / HOLDOUT_FILE
+    if not path.is_file():
+        return  # a run from before the record, or the embedded set
+    recorded, now = json.loads(path.read_text()), holdout_listing(images)
+    if recorded != now:
+        gone = sorted(set(recorded["A"] + recorded["B"]) - set(now["A"] + now["B"]))
+        n = max(len(recorded["A"]), len(recorded["B"]))
+        raise DataError(f"the data changed since {run_dir} was trained: its held-out images are no longer the last "
+                        f"{n} by name ({(gone or ['new files'])[0]} ...), so --split val would score images it "
+                        f"trained on; restore the files, or score other data with --data")
 
 
 def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify: bool):
@@ -332,7 +351,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: 
     if getattr(cfg.model, "n_classes", 0):
         cfg.model.n_classes = len(read_classes(loaded.run_dir, cfg.model.n_classes))
     scorer, description = build_scorer(cfg, split=split, data=data, direction=direction, limit=limit,
-                                       inception=inception, fid=fid, seed=cfg.train.seed)
+                                       inception=inception, fid=fid, seed=cfg.train.seed, run_dir=loaded.run_dir)
     generators = _generators_of(run_dir, loaded)
     results = scorer(generators)
     report = {

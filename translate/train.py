@@ -212,6 +212,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
     if t.model in GENERATIVE:
         write_classes(run_dir, dataset.set.classes)
+    elif getattr(dataset, "validation", None) is not None and t.holdout and not resume:
+        write_holdout(run_dir, dataset.validation)
     _setup_file_log(run_dir)
     if resume:
         path = trainer.resume()
@@ -278,6 +280,21 @@ def _generative_data(cfg: RunConfig):
 
 
 CLASSES_FILE = "classes.json"
+
+
+HOLDOUT_FILE = "holdout.json"
+
+
+def holdout_listing(images) -> dict[str, list[str]]:
+    """The held-out files of a split (paths as given), to record and compare."""
+    return {"A": [str(p) for p in images.files_A], "B": [str(p) for p in images.files_B]}
+
+
+def write_holdout(run_dir: Path, images) -> None:
+    """Record which images ``--holdout`` kept out of training, so ``translate eval`` can check that
+    it scores those and no others."""
+    if images.kind != "synthetic":
+        atomic_write_text(run_dir / HOLDOUT_FILE, json.dumps(holdout_listing(images), indent=1) + "\n")
 
 
 def write_classes(run_dir: Path, classes: tuple[str, ...]) -> None:
