@@ -342,18 +342,15 @@ def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify
 def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: str = "val",
                  direction: str | None = None, limit: int | None = None, inception: str | Path | None = None,
                  fid: bool = True, write: bool = True) -> dict[str, Any]:
-    """Score a run's generator (EMA weights when kept) and write ``RUN/eval.json``."""
-    from .export import load_generator
-    from .train import read_classes
+    """Score a run's generators (EMA weights when kept) and write ``RUN/eval.json``."""
+    from .export import load_generators
 
-    loaded = load_generator(run_dir)
+    every = load_generators(run_dir)
+    loaded = next(iter(every.values()))
     cfg = loaded.cfg
-    if getattr(cfg.model, "n_classes", 0):
-        cfg.model.n_classes = len(read_classes(loaded.run_dir, cfg.model.n_classes))
     scorer, description = build_scorer(cfg, split=split, data=data, direction=direction, limit=limit,
                                        inception=inception, fid=fid, seed=cfg.train.seed, run_dir=loaded.run_dir)
-    generators = _generators_of(run_dir, loaded)
-    results = scorer(generators)
+    results = scorer({name: g.net for name, g in every.items()})
     report = {
         "run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step, "ema": loaded.ema,
         "model": cfg.train.model, "split": split, "data": str(data or cfg.train.data or "synthetic"),
@@ -377,14 +374,6 @@ def eval_file(run_dir: Path, checkpoint: Path) -> Path:
     if checkpoint.resolve() == latest.resolve():
         return run_dir / EVAL_FILE
     return run_dir / f"eval-{checkpoint.name}.json"
-
-
-def _generators_of(run_dir, first) -> dict[str, Any]:
-    """Every generator of a run by name (EMA weights when kept), on the CPU."""
-    from .export import load_generator
-
-    names = ["G"] if first.name == "G" else ["G_AB", "G_BA"]
-    return {n: first.net if n == first.name else load_generator(run_dir, n).net for n in names}
 
 
 def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Path | None = None,

@@ -82,6 +82,15 @@ class LoadedGenerator:
 def load_generator(source: str | Path, generator: str | None = None) -> LoadedGenerator:
     """A run directory or a ``step-<N>`` folder -> its generator, in eval mode on the CPU, with the
     EMA weights when the run kept them (those are what its sample grids showed)."""
+    return _load_generators(source, generator)[0]
+
+
+def load_generators(source: str | Path) -> dict[str, LoadedGenerator]:
+    """Every generator of a run or checkpoint by name (G, or G_AB and G_BA), from one read of it."""
+    return {g.name: g for g in _load_generators(source, None, every=True)}
+
+
+def _load_generators(source: str | Path, generator: str | None, every: bool = False) -> list[LoadedGenerator]:
     from .engine.checkpoint import load_checkpoint, resolve_checkpoint
     from .models import build_model
     from .train import load_run_config
@@ -95,21 +104,25 @@ def load_generator(source: str | Path, generator: str | None = None) -> LoadedGe
     if name not in names:
         raise ConfigError(f"{run_dir} has generators {', '.join(names)}, not {name!r}; choose one with --generator")
     weights, state, ckpt = load_checkpoint(ckpt)
-    prefix = f"generators.{name}."
-    ema_prefix = f"ema.{name}."
-    use_ema = any(k.startswith(ema_prefix) for k in weights)
-    p = ema_prefix if use_ema else prefix
-    sd = {k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
-    net = model.generators[name]
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{ckpt} does not fit the {name} its config.json describes (missing "
-                              f"{len(missing)}, unexpected {len(unexpected)} tensors); is config.json from this run?")
-    if use_ema and hasattr(model, "refresh_norm_stats"):  # batch-norm statistics of the averaged weights
-        with torch.random.fork_rng():
-            model.refresh_norm_stats(net)
-    net.eval()
-    return LoadedGenerator(net, name, cfg, run_dir, ckpt, int(state.get("step", 0)), use_ema)
+    loaded = []
+    for name in names if every else [name]:
+        prefix = f"generators.{name}."
+        ema_prefix = f"ema.{name}."
+        use_ema = any(k.startswith(ema_prefix) for k in weights)
+        p = ema_prefix if use_ema else prefix
+        sd = {k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
+        net = model.generators[name]
+        missing, unexpected = net.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{ckpt} does not fit the {name} its config.json describes (missing "
+                                  f"{len(missing)}, unexpected {len(unexpected)} tensors); is config.json from this "
+                                  f"run?")
+        if use_ema and hasattr(model, "refresh_norm_stats"):  # batch-norm statistics of the averaged weights
+            with torch.random.fork_rng():
+                model.refresh_norm_stats(net)
+        net.eval()
+        loaded.append(LoadedGenerator(net, name, cfg, run_dir, ckpt, int(state.get("step", 0)), use_ema))
+    return loaded
 
 
 def size_multiple(net: nn.Module) -> int:

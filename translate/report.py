@@ -257,13 +257,14 @@ def plot_eval_history(rows: list[dict], out_path: str | Path) -> Path:
 def _gallery(run_dir: Path, n: int, tmp: Path) -> str:
     """Validation images through the run's generators (input, output, target), or a cgan's samples
     per class, as one embedded grid."""
-    from .evaluate import _generators_of, build_scorer
-    from .export import load_generator
+    from .evaluate import build_scorer
+    from .export import load_generators
     from .images import to_float
 
-    loaded = load_generator(run_dir)
+    every = load_generators(run_dir)
+    loaded = next(iter(every.values()))
     scorer, description = build_scorer(loaded.cfg, split="val", limit=n, fid=False, classify=False)
-    rows = scorer.gallery(_generators_of(run_dir, loaded), n)
+    rows = scorer.gallery({name: g.net for name, g in every.items()}, n)
     png = save_grid({k: to_float(v if v.shape[-1] == 3 else np.repeat(v, 3, -1)) for k, v in rows.items() if len(v)},
                     tmp / "gallery.png")
     weights = "EMA weights" if loaded.ema else "weights"
