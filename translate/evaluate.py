@@ -249,28 +249,32 @@ def load_inception(path: str | Path | None, needed: bool, device: str = "cpu") -
 
 def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, direction: str | None = None,
                  limit: int | None = None, inception: str | Path | None = None, fid: bool = True,
-                 classify: bool = True, seed: int = 0, device: str = "cpu", run_dir: Path | None = None):
+                 classify: bool = True, seed: int = 0, device: str = "cpu", run_dir: Path | None = None,
+                 dataset=None):
     """The scorer of a run's config on a split of its data (or of ``data``), and a description.
     ``fid``: load the Inception network for FID / KID; ``classify``: judge cgan samples with the
-    digit classifier (trained on the data's training split the first time)."""
+    digit classifier (trained on the data's training split the first time). ``dataset``: the
+    training run's own data set (``TranslationDataset`` or ``GenerationDataset``), whose held-out
+    images are then used without reading the data again."""
     from .config import GENERATIVE
 
     t = cfg.train
     source = str(data) if data is not None else t.data
     net = load_inception(inception, fid, device)
     if t.model in GENERATIVE:
-        return _sample_scorer(cfg, source, limit, net, seed, classify)
+        return _sample_scorer(cfg, source, limit, net, seed, classify,
+                              held=None if dataset is None else dataset.held_out)
     from .data import TranslationDataset, detect_layout
 
-    if source is not None and not Path(source).exists():
-        raise DataError(f"the data {source} is not there any more; give its new place with --data DIR")
-    layout = detect_layout(source)
-    ds = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=False, unpaired=t.model == "cyclegan",
-                            synthetic_count=t.synthetic_count, seed=t.seed, max_bad_fraction=1.0,
-                            holdout=t.holdout)
-    images = ds.split(split)
+    if dataset is None:
+        if source is not None and not Path(source).exists():
+            raise DataError(f"the data {source} is not there any more; give its new place with --data DIR")
+        dataset = TranslationDataset(detect_layout(source), size=t.size, load_size=t.load_size, flip=False,
+                                     unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
+                                     max_bad_fraction=1.0, holdout=t.holdout)
+    images = dataset.split(split)
     if images is None:
-        folder = " (or add a val/ folder beside train/)" if layout.kind == "aligned" else ""
+        folder = " (or add a val/ folder beside train/)" if dataset.layout.kind == "aligned" else ""
         hint = (f"train with --holdout N to hold the last N images out as validation{folder}"
                 if split == "val" else "add test/ (or testA/ + testB/) to the data, or use --split val")
         raise DataError(f"{source} has no {split} images: {hint}")
@@ -297,20 +301,21 @@ def _check_holdout(run_dir: Path, images) -> None:
                         f"trained on; restore the files, or score other data with --data")
 
 
-def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify: bool):
+def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify: bool, held=None):
     from .data.arrays import load_image_set
     from .data.arrays import split as split_set
     from .data.folders import GenerationDataset
     from .images import to_uint8
 
     t = cfg.train
-    classes_hint = ()
-    if t.pair:
-        from .data import pairs
+    if held is None:
+        classes_hint = ()
+        if t.pair:
+            from .data import pairs
 
-        classes_hint = pairs.get(t.pair).classes
-    train_set, held = split_set(load_image_set(source, classes=classes_hint, max_bad_fraction=1.0))
-    if not len(held):
+            classes_hint = pairs.get(t.pair).classes
+        _, held = split_set(load_image_set(source, classes=classes_hint, max_bad_fraction=1.0))
+    if held is None or not len(held):
         raise DataError(f"{source} has no held-out images to score samples against (unlabelled folders are all "
                         f"for training); score two folders with 'translate eval --real DIR --fake DIR'")
     ds = GenerationDataset(held, size=t.size, channels=cfg.model.channels or held.channels)

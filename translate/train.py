@@ -206,7 +206,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     sample_batch = dataset.sample_batch(t.n_samples)
     if hasattr(model, "prepare_sample_batch"):
         sample_batch = model.prepare_sample_batch(sample_batch, t.seed)
-    scorer = _eval_scorer(cfg, device) if t.eval_every else None
+    scorer = _eval_scorer(cfg, device, dataset) if t.eval_every else None
     trainer = Trainer(model, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
                       sample_batch=sample_batch, quiet=quiet, scorer=scorer)
     write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
@@ -230,15 +230,16 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     return summary
 
 
-def _eval_scorer(cfg: RunConfig, device):
-    """``--eval-every``: the scorer of a fixed validation subset (``eval_count`` images)."""
+def _eval_scorer(cfg: RunConfig, device, dataset):
+    """``--eval-every``: the scorer of a fixed validation subset (``eval_count`` images) of the
+    training data set's held-out images."""
     from .evaluate import build_scorer
 
     t = cfg.train
     try:
         scorer, description = build_scorer(cfg, split="val", limit=t.eval_count, fid=t.eval_metric in ("fid", "kid"),
                                            classify=t.eval_metric == "class_accuracy", seed=t.seed,
-                                           device=str(device))
+                                           device=str(device), dataset=dataset)
     except ConfigError as exc:
         hint = " (or score by a paired metric: --eval-metric l1)" if t.model not in GENERATIVE else ""
         raise ConfigError(f"--eval-every: {exc}{hint}") from None
