@@ -32,8 +32,7 @@ def main() -> None:
     from translate import metrics
     from translate.data.folders import scan_images
     from translate.data.validation import hold_out, natural_key
-    from translate.evaluate import resize_to
-    from translate.images import load_rgb
+    from translate.images import load_rgb, resize
 
     files = scan_images(args.folder)
     train, held = hold_out(files, args.holdout, args.folder)
@@ -46,7 +45,7 @@ def main() -> None:
             if args.side_by_side:
                 w = img.shape[1] // 2
                 img = np.ascontiguousarray(img[:, :w] if args.side_by_side == "left" else img[:, w:2 * w])
-            out.append(resize_to(img, args.size))
+            out.append(resize(img, args.size))
         return np.stack(out)
 
     net = metrics.InceptionFeatures.load(args.inception)

@@ -27,6 +27,7 @@ import numpy as np
 from . import metrics
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_text
+from .images import resize
 
 log = logging.getLogger("translate.eval")
 
@@ -35,16 +36,6 @@ KID_SUBSETS = 100
 
 
 # --- images ----------------------------------------------------------------------------------
-def resize_to(img: np.ndarray, size: int) -> np.ndarray:
-    """uint8 HWC to ``size`` x ``size`` with PIL's bicubic filter (what ``translate run`` and the
-    sample grids see; a no-op at that size)."""
-    from PIL import Image
-
-    if img.shape[:2] == (size, size):
-        return img
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
-
-
 @dataclass
 class Prepared:
     """A split's images at one size, uint8 NHWC: ``A`` and ``B`` (each side's own count when
@@ -69,7 +60,7 @@ def prepare(images, size: int, limit: int | None = None) -> Prepared:
             if a is None or b is None:
                 log.warning("skipping %s of %s: it cannot be decoded", images.name(i), images.source)
                 continue
-            A.append(resize_to(a, size)), B.append(resize_to(b, size)), na.append(images.name(i))
+            A.append(resize(a, size)), B.append(resize(b, size)), na.append(images.name(i))
         nb = list(na)
     else:
         for side, out, names in (("A", A, na), ("B", B, nb)):
@@ -79,7 +70,7 @@ def prepare(images, size: int, limit: int | None = None) -> Prepared:
                 if img is None:
                     log.warning("skipping %s of %s: it cannot be decoded", images.name(i, side), images.source)
                     continue
-                out.append(resize_to(img, size)), names.append(images.name(i, side))
+                out.append(resize(img, size)), names.append(images.name(i, side))
     if len(A) < 2 or len(B) < 2:
         raise DataError(f"{images.source} has fewer than 2 readable {images.split} images per side; scores need more")
     files = [str(p) for p in images.files_A + images.files_B] or [f"synthetic:{images.seed}:{images.first_index}"]
@@ -415,11 +406,11 @@ def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Pat
         same = len({t.shape for t in tgt}) == 1
         side = size or (None if same else 256)
         if side is not None:
-            tgt_a = np.stack([resize_to(t, side) for t in tgt])
-            out_a = np.stack([resize_to(o, side) for _, o in pairs])
+            tgt_a = np.stack([resize(t, side) for t in tgt])
+            out_a = np.stack([resize(o, side) for _, o in pairs])
         else:
             tgt_a = np.stack(tgt)
-            out_a = np.stack([o if o.shape == t.shape else _resize_hw(o, t.shape[:2]) for t, o in pairs])
+            out_a = np.stack([resize(o, t.shape[:2]) for t, o in pairs])
         per = metrics.paired_scores(out_a, tgt_a)
         out["paired"] = {"n": len(pairs), **{k: float(np.mean(v)) for k, v in per.items()}}
     net = load_inception(inception, fid)
@@ -431,12 +422,6 @@ def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Pat
         out["kid"], out["kid_std"] = metrics.kid(ff_feat, rf_feat, subsets=KID_SUBSETS)
     out["fid_network"] = network_note(net)
     return out
-
-
-def _resize_hw(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))
 
 
 def _features_each(net: metrics.InceptionFeatures, images: list[np.ndarray]) -> np.ndarray:

@@ -545,11 +545,9 @@ def _calibration_images(folder: str | Path | None, g: LoadedGenerator, limit: in
 
 
 def _prepare(rgb: np.ndarray, side: int) -> np.ndarray:
-    from PIL import Image
+    from .images import resize, to_float
 
-    from .images import to_float
-
-    return to_float(np.asarray(Image.fromarray(rgb).resize((side, side), Image.BICUBIC)))[None]
+    return to_float(resize(rgb, side))[None]
 
 
 def to_int8(model, images: list[np.ndarray], noise: bool, quiet: bool = False) -> tuple[Any, dict[str, float]]:

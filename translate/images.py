@@ -72,6 +72,15 @@ def probe(path: str | Path) -> tuple[int, int, str]:
         return w, h, img.mode
 
 
+def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """uint8 HWC to ``size`` x ``size`` (or ``(height, width)``) with PIL's bicubic filter;
+    returned as it is when already that size."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if img.shape[:2] == (h, w):
+        return img
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BICUBIC))
+
+
 def to_float(image: np.ndarray) -> np.ndarray:
     """uint8 HWC (or NHWC) to float32 CHW (NCHW) in [-1, 1]."""
     x = image.astype(np.float32) * (1.0 / (255.0 * STD)) - MEAN / STD

@@ -29,6 +29,7 @@ from PIL import Image
 
 from .errors import ConfigError, DeviceError, TranslateError
 from .images import alpha_of, is_image_file, load_rgb, to_float, to_rgb, to_uint8
+from .images import resize as resize_image
 
 log = logging.getLogger("translate.run")
 
@@ -470,8 +471,7 @@ def decode(path: Path, resize: int | None = None) -> np.ndarray:
     if resize:
         h, w = out.shape[:2]
         s = resize / min(h, w)
-        size = (max(1, round(w * s)), max(1, round(h * s)))
-        out = np.asarray(Image.fromarray(out).resize(size, Image.BICUBIC))
+        out = resize_image(out, (max(1, round(h * s)), max(1, round(w * s))))
     return out
 
 

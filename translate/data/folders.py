@@ -22,11 +22,10 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError
-from ..images import IMAGE_EXTENSIONS, MODE_NOTES, is_image_file, load_rgb, probe
+from ..images import IMAGE_EXTENSIONS, MODE_NOTES, is_image_file, load_rgb, probe, resize
 from .synthetic import render_pair
 from .transforms import default_load_size, eval_transform, train_transform
 
@@ -163,8 +162,7 @@ def _upscale_to(img: np.ndarray, min_side: int) -> np.ndarray:
     if min(h, w) >= min_side:
         return img
     scale = min_side / min(h, w)
-    size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
-    return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+    return resize(img, (max(min_side, round(h * scale)), max(min_side, round(w * scale))))
 
 
 class _Decoder:
@@ -284,8 +282,7 @@ class TranslationDataset(Dataset):
         a, b = self.decoder.load(self.files_A[index]), self.decoder.load(self.files_B[index])
         if a is None or b is None:
             return None
-        if b.shape[:2] != a.shape[:2]:
-            b = np.asarray(Image.fromarray(b).resize((a.shape[1], a.shape[0]), Image.BICUBIC))
+        b = resize(b, a.shape[:2])
         return a, b
 
     def _raw_single(self, side: str, index: int) -> np.ndarray | None:
@@ -445,10 +442,7 @@ def _square(img: np.ndarray, size: int) -> np.ndarray:
     """Centre crop to a square, then resize (bicubic) to ``size``."""
     h, w = img.shape[:2]
     s = min(h, w)
-    img = img[(h - s) // 2: (h - s) // 2 + s, (w - s) // 2: (w - s) // 2 + s]
-    if s != size:
-        img = np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
-    return img
+    return resize(img[(h - s) // 2: (h - s) // 2 + s, (w - s) // 2: (w - s) // 2 + s], size)
 
 
 class GenerationDataset(Dataset):
