@@ -15,6 +15,7 @@ The same scorers serve ``--eval-every`` during training (:class:`TranslationScor
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -201,7 +202,7 @@ class SampleScorer:
 
     def gallery(self, generators, n: int = 8) -> dict[str, np.ndarray]:
         """Rows of samples: ``n`` per class (the first 10 classes) for a cgan, else 4 rows of ``n``."""
-        k = min(len(self.classes), 10) if self.classifier is not None or self.cfg.train.model == "cgan" else 0
+        k = min(len(self.classes), 10)  # classes are given for a cgan only
         fake, labels = self.samples(generators["G"], n * k if k else 4 * n)
         if labels is None:
             return {f"samples {r + 1}": fake[r * n:(r + 1) * n] for r in range(4)}
@@ -325,8 +326,6 @@ def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify
         else:
             log.info("no class scores: the project's classifier judges 10-class (digit) data, %s has %d classes",
                      source, len(classes))
-    import hashlib
-
     key = hashlib.sha256(real.tobytes() + str(real.shape).encode()).hexdigest()[:20]  # the very pixels scored
     n = max(count, 2)
     description = f"{count} held-out images of {source} against {n} samples"
