@@ -147,3 +147,21 @@ def test_hash_mask_is_a_fair_coin_per_position_and_seed():
     assert hash_keep_mask(x, torch.tensor([7] * 4), 0.2).float().mean().item() == pytest.approx(0.8, abs=0.01)
     # a function of position: a crop of the image sees the same mask as the full image there
     assert torch.equal(hash_keep_mask(x[:1, :, :16, :20], torch.tensor([1]), 0.5), keep[1:2, :, :16, :20])
+
+
+def test_instance_norm_gradients_with_channels_last_batches_of_one():
+    """torch's instance_norm backward is wrong for a batch of one with a channels_last incoming
+    gradient (torch 2.14.1, CPU); ours matches the NCHW result and keeps the memory format."""
+    from translate.nn.layers import InstanceNorm2d
+
+    torch.manual_seed(0)
+    norm = InstanceNorm2d(8)
+    x = torch.randn(1, 8, 6, 6, requires_grad=True)
+    grad = torch.randn(1, 8, 6, 6)
+    expected = torch.autograd.grad(torch.nn.functional.instance_norm(x), x, grad)[0]
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = norm(xc)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    got = torch.autograd.grad(y, xc, grad.contiguous(memory_format=torch.channels_last))[0]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, torch.nn.functional.instance_norm(x), rtol=1e-5, atol=1e-5)

@@ -24,10 +24,23 @@ def get_norm_layer(kind: str) -> Callable[[int], nn.Module]:
     if kind == "batch":
         return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
     if kind == "instance":
-        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+        return functools.partial(InstanceNorm2d, affine=False, track_running_stats=False)
     if kind == "none":
         return lambda channels: nn.Identity()
     raise ValueError(f"unknown norm {kind!r}; choose one of {', '.join(NORMS)}")
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d``, computed as a group norm with one group per channel (the same maths)
+    when it keeps no running statistics. Measured with torch 2.14.1 on the CPU: ``instance_norm``'s
+    backward gives wrong input gradients for a batch of one whose incoming gradient is channels_last
+    (as under ``channels_last`` training), ``group_norm``'s is right, keeps the memory format and
+    is about 2x faster forward + backward at 1x64x256x256. ONNX export keeps InstanceNormalization."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.track_running_stats or x.dim() != 4 or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
 
 
 def conv_bias_for(norm: str) -> bool:
