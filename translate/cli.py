@@ -135,6 +135,11 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
               help="Mixed precision. [auto: bf16 on CUDA where supported, else fp16; off on the CPU]")
 @click.option("--workers", type=int, default=None, help="Data-loader processes. [cores - 1]")
+@click.option("--compile", "compile", is_flag=True, default=None,
+              help="torch.compile the networks: a slower start, faster steps (on CUDA).")
+@click.option("--lr-scaling", type=click.Choice(["none", "linear", "sqrt"]), default=None,
+              help="Under torchrun: multiply the learning rate by the number of processes (linear) or its "
+                   "square root. [none]")
 @click.option("--seed", type=int, default=None, help="Seeds Python, NumPy, torch and the data stream. [0]")
 @click.option("--stop-on-failure", is_flag=True, default=None,
               help="End the run when the health monitor detects a failure.")
@@ -170,14 +175,28 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
       translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
       translate train --resume checkpoints/facades-pix2pix --steps 20000
     """
-    from .config import load_yaml, split_options, validate
-    from .errors import ConfigError
-    from .train import (RESUME_OVERRIDABLE, build_config, data_path, default_run_dir, load_run_config,
-                        train as run_train)
+    from .engine import distributed
 
     quiet = ctx.obj["quiet"] or quiet_flag
     if quiet_flag:
         _setup_logging(True, ctx.obj["debug"])
+    world = distributed.setup(options.get("device"))  # launched by torchrun: join the other processes
+    try:
+        with distributed.only_main_logs():
+            _train(quiet or not world.main, config_file, run_dir, resume, set_values, root, mirror, options)
+    finally:
+        distributed.teardown()
+
+
+def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
+           set_values: tuple[str, ...], root: Path | None, mirror: str | None, options: dict[str, Any]) -> None:
+    from .config import load_yaml, split_options, validate
+    from .engine import distributed
+    from .errors import ConfigError
+    from .train import (RESUME_OVERRIDABLE, build_config, data_path, default_run_dir, load_run_config,
+                        train as run_train)
+
+    main = distributed.world().main
     options.update(_parse_set(set_values))
     if options.get("stop_on_failure") is None:
         options.pop("stop_on_failure")
@@ -206,15 +225,21 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
         target = resume
     else:
         yaml_opts = load_yaml(config_file) if config_file else None
-        cfg = build_config(options, yaml_opts, str(config_file) if config_file else "command line",
-                           root=root, mirror=mirror, quiet=quiet)
-        target = run_dir or default_run_dir(cfg)
+        # a named data set is downloaded by rank 0 while the other processes wait, then found in place
+        cfg = distributed.main_first(lambda: build_config(options, yaml_opts, str(config_file) if config_file
+                                                          else "command line", root=root, mirror=mirror, quiet=quiet))
+        target = distributed.from_main(run_dir or default_run_dir(cfg))  # one folder, named by rank 0
     summary = run_train(cfg, target, resume=resume is not None, quiet=quiet)
+    if not main:
+        if summary["interrupted"]:
+            sys.exit(130)
+        return
     status = "interrupted" if summary["interrupted"] else "done"
     click.echo(f"{status}: step {summary['step']} of {summary['total_steps']} | run {target} | "
                f"samples {target / 'samples'} | loss curves {target / 'loss_curves.png'}", err=quiet)
     if summary["interrupted"]:
-        click.echo(f"continue with: translate train --resume {target}", err=True)
+        launcher = "torchrun <same options> -m translate" if distributed.world().active else "translate"
+        click.echo(f"continue with: {launcher} train --resume {target}", err=True)
         sys.exit(130)
     if summary["warnings"]:
         click.echo(f"{len(summary['warnings'])} health warning(s); see {target / 'train.log'}", err=True)

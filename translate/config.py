@@ -18,6 +18,7 @@ MODELS = ("cyclegan", "pix2pix", "dcgan", "cgan")
 GENERATIVE = ("dcgan", "cgan")  # noise (and label) -> image
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+LR_SCALINGS = ("none", "linear", "sqrt")  # the learning rate under torchrun: x1, x world size, x its root
 EVAL_METRICS = ("fid", "kid", "l1", "psnr", "ssim", "class_accuracy")  # --eval-every picks the best by one
 
 
@@ -149,6 +150,9 @@ class TrainConfig:
     decay_from: float = 0.5  # fraction of the run after which the learning rate decays linearly to 0
     n_critic: int = 1  # discriminator steps per generator step
     amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16) | bf16 | fp16 | off
+    channels_last: bool | None = None  # NHWC activations (faster convolutions on tensor cores); None: on CUDA
+    compile: bool = False  # torch.compile the networks (slower start, faster steps)
+    lr_scaling: str = "none"  # under torchrun: none | linear | sqrt (x world size, x its square root)
     ema: float = 0.0  # EMA decay for a copy of the generators; 0 disables (e.g. 0.999)
     seed: int = 0
     device: str = "auto"
@@ -202,6 +206,8 @@ def coerce(name: str, value: Any, annotation: str, source: str) -> Any:
     YAML reads ``1e-4`` as a string and ``--set`` values arrive as YAML too."""
     optional = annotation.endswith("| None")
     kind = annotation.split("|")[0].strip()
+    if isinstance(value, str) and kind == "str" and not optional and value.strip().lower() == "none":
+        return value.strip().lower()  # a choice named none (norm=none), not a missing value
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
         if optional:
             return None
@@ -295,6 +301,7 @@ def validate(cfg: RunConfig) -> None:
     need(t.model in MODELS, f"unknown model {t.model!r}; choose one of {', '.join(MODELS)}")
     need(t.device in DEVICES or t.device.startswith("cuda:"), f"unknown device {t.device!r}; use auto, cpu or cuda")
     need(t.amp in AMP_MODES, f"unknown amp mode {t.amp!r}; choose one of {', '.join(AMP_MODES)}")
+    need(t.lr_scaling in LR_SCALINGS, f"unknown lr_scaling {t.lr_scaling!r}; choose one of {', '.join(LR_SCALINGS)}")
     need(t.size >= 16 and t.size % 4 == 0, f"--size must be a multiple of 4 and at least 16, got {t.size}")
     need(t.batch_size >= 1, "--batch-size must be at least 1")
     need(t.steps is None or t.steps >= 1, "--steps must be at least 1")

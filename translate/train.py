@@ -164,7 +164,8 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 
 RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
-                      "checkpoint_every", "keep_last", "eval_every", "eval_metric", "eval_count")
+                      "checkpoint_every", "keep_last", "eval_every", "eval_metric", "eval_count", "compile",
+                      "channels_last")
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False,
@@ -173,14 +174,18 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     import torch
 
     from .data import TranslationDataset, detect_layout, make_loader
+    from .engine import distributed
     from .engine.checkpoint import list_checkpoints
     from .engine.device import resolve_device, seed_everything
-    from .engine.trainer import Trainer, total_steps_for
+    from .engine.trainer import Trainer, lr_factor, total_steps_for
     from .models import build_model
     from .report import plot_loss_curves
 
     t = cfg.train
-    device = resolve_device(t.device)
+    world = distributed.world()
+    device = distributed.device_for(resolve_device(t.device))  # under torchrun: cuda:LOCAL_RANK
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
     seed_everything(t.seed)
     if t.model in GENERATIVE:
         dataset = _generative_data(cfg)
@@ -191,41 +196,52 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
                                      max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
         if dataset.validation is not None and layout.kind != "synthetic":
             log.info("holding out %s (never trained on)", dataset.validation.describe())
-    total = total_steps_for(t, len(dataset))
+    total = total_steps_for(t, len(dataset), world_size=world.size)
     if resume and not list_checkpoints(run_dir):
         raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start it again with "
                               f"'translate train --config {run_dir / 'config.json'} --run-dir {run_dir}'")
     if not resume:
         check_new_run_dir(run_dir)
     model = build_model(cfg)
+    if world.rank > 0:  # its own dropout, noise and latents (the weights come from rank 0)
+        seed_everything(distributed.rank_seed(t.seed, world.rank))
 
     def loader(start: int):
         return make_loader(dataset, batch_size=t.batch_size, seed=t.seed, start=start, workers=t.workers,
-                           pin_memory=device.type == "cuda")
+                           pin_memory=device.type == "cuda", rank=world.rank, world=world.size)
 
     sample_batch = dataset.sample_batch(t.n_samples)
     if hasattr(model, "prepare_sample_batch"):
         sample_batch = model.prepare_sample_batch(sample_batch, t.seed)
-    scorer = _eval_scorer(cfg, device, dataset) if t.eval_every else None
+    scorer = distributed.on_main(lambda: _eval_scorer(cfg, device, dataset)) if t.eval_every else None
     trainer = Trainer(model, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
                       sample_batch=sample_batch, quiet=quiet, scorer=scorer)
-    write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
-    if t.model in GENERATIVE:
-        write_classes(run_dir, dataset.set.classes)
-    elif getattr(dataset, "validation", None) is not None and t.holdout and not resume:
-        write_holdout(run_dir, dataset.validation)
-    _setup_file_log(run_dir)
+    if world.main:
+        write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
+        if t.model in GENERATIVE:
+            write_classes(run_dir, dataset.set.classes)
+        elif getattr(dataset, "validation", None) is not None and t.holdout and not resume:
+            write_holdout(run_dir, dataset.validation)
+        _setup_file_log(run_dir)
     if resume:
         path = trainer.resume()
         log.info("resumed %s from %s (step %d of %d)", run_dir, path.name, trainer.step, total)
     n_params = {name: sum(p.numel() for p in net.parameters()) for name, net in
                 {**model.generators, **model.discriminators}.items()}
-    log.info("%s on %s | %s | %d steps, batch %d, %dx%d | device %s%s | %s",
+    log.info("%s on %s | %s | %d steps, batch %d, %dx%d | device %s%s%s | %s",
              t.model, dataset.describe(), ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in n_params.items()),
              total, t.batch_size, t.size, t.size, device, f" ({trainer.dtype})".replace("torch.", "")
-             if trainer.dtype else "", f"torch {torch.__version__}, {platform.python_version()}")
+             if trainer.dtype else "", ", compiled" if t.compile else "",
+             f"torch {torch.__version__}, {platform.python_version()}")
+    if world.active:
+        lr = t.lr * lr_factor(t.lr_scaling, world.size)
+        log.info("data parallel over %s: effective batch %d (%d per process), learning rate %.3g (%s x %s, "
+                 "--lr-scaling %s)%s", world.describe(), t.batch_size * world.size, t.batch_size, lr, t.lr,
+                 f"{lr_factor(t.lr_scaling, world.size):.3g}", t.lr_scaling,
+                 ", synchronised batch norm" if trainer.sync_bn else "")
     summary = trainer.fit(stop_at=stop_at)
-    plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
+    if world.main:
+        plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
     summary["run_dir"] = str(run_dir)
     return summary
 

@@ -371,21 +371,32 @@ class TranslationDataset(Dataset):
 # --- the resumable stream ----------------------------------------------------------------------
 class StreamSampler(Sampler):
     """An endless stream of ``(index, sample_seed)``: a fresh permutation each epoch, starting at
-    position ``start`` so a resumed run continues the same stream."""
+    position ``start`` so a resumed run continues the same stream.
 
-    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+    With ``world`` > 1 ranks this is the stream's share of one rank, in the role of PyTorch's
+    ``DistributedSampler`` (which cannot start mid-epoch): the stream is cut into global batches of
+    ``batch * world`` samples and rank ``r`` takes the ``r``-th ``batch`` of each. Every rank draws
+    the same permutations, so the shares are disjoint, and a sample's seed is its global position,
+    so its crop and flip are those one process with the whole global batch would make."""
+
+    def __init__(self, n: int, seed: int, start: int = 0, *, batch: int = 1, rank: int = 0, world: int = 1) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
         self.n, self.seed, self.start = n, seed, start
+        self.batch, self.rank, self.world = batch, rank, world
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        pos = self.start
+        first = self.start  # global position of the next global batch
         epoch, perm = -1, None
         while True:
-            e = pos // self.n
-            if e != epoch:
-                epoch = e
-                perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + e)).tolist()
-            yield perm[pos % self.n], pos
-            pos += 1
+            for pos in range(first + self.rank * self.batch, first + (self.rank + 1) * self.batch):
+                e = pos // self.n
+                if e != epoch:
+                    epoch = e
+                    g = torch.Generator().manual_seed(self.seed * 100_003 + e)
+                    perm = torch.randperm(self.n, generator=g).tolist()
+                yield perm[pos % self.n], pos
+            first += self.batch * self.world
 
 
 def default_workers() -> int:
@@ -396,14 +407,15 @@ def default_workers() -> int:
 
 
 def make_loader(dataset: TranslationDataset, *, batch_size: int, seed: int, start: int, workers: int,
-                pin_memory: bool) -> DataLoader:
-    """Batches from position ``start`` (in samples) of the stream. The loader's own generator keeps
-    it from touching the global torch RNG, which belongs to the training step."""
+                pin_memory: bool, rank: int = 0, world: int = 1) -> DataLoader:
+    """Batches from position ``start`` (in samples, over all ranks) of the stream; with ``world``
+    ranks, this rank's share of each global batch (see :class:`StreamSampler`). The loader's own
+    generator keeps it from touching the global torch RNG, which belongs to the training step."""
     workers = default_workers() if workers < 0 else workers
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=StreamSampler(len(dataset), seed, start),
+        sampler=StreamSampler(len(dataset), seed, start, batch=batch_size, rank=rank, world=world),
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,

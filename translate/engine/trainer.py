@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError, TrainingFailure
 from ..fileio import atomic_write_text
+from . import distributed
 from .checkpoint import load_checkpoint, recover_dir, save_checkpoint, write_checkpoint_dir
 from .device import amp_dtype, rng_state, set_rng_state
 from .memory import tune_malloc
@@ -85,19 +86,32 @@ class Trainer:
                  quiet: bool = False, scorer: Callable[[nn.ModuleDict], dict] | None = None) -> None:
         t = cfg.train
         self.cfg, self.t = cfg, t
+        self.world = distributed.world()
         self.run_dir = Path(run_dir)
         self.device = device
         self.total_steps = total_steps
         self.loader_factory = loader_factory
-        self.quiet = quiet
+        self.quiet = quiet or not self.world.main
         self.model = model.to(device)
+        distributed.broadcast_module(self.model)  # every rank starts from rank 0's weights
         if device.type == "cpu":
             tune_malloc()
+        if device.type == "cuda":  # autotune convolutions for the fixed training shapes
+            torch.backends.cudnn.benchmark = not torch.backends.cudnn.deterministic
+        self.channels_last = t.channels_last if t.channels_last is not None else device.type == "cuda"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.dtype = amp_dtype(t.amp, device)
+        self.ema = EMA(self.model.generators, t.ema) if t.ema > 0 else None  # before SyncBN: it samples on rank 0
+        self.sync_bn = distributed.sync_batchnorm(self.model, device)
+        if self.world.rank > 0:  # each rank replays its own past fakes
+            for pool in self.model.pools.values():
+                pool.generator.manual_seed(distributed.rank_seed(pool.generator.initial_seed(), self.world.rank))
         fused = device.type == "cuda"
-        self.opt_G = torch.optim.Adam(self.model.generators.parameters(), lr=t.lr, betas=(t.beta1, t.beta2),
-                                      fused=fused or None)
-        lr_d = t.lr_d or t.lr
+        self.lr_factor = lr_factor(t.lr_scaling, self.world.size)
+        self.opt_G = torch.optim.Adam(self.model.generators.parameters(), lr=t.lr * self.lr_factor,
+                                      betas=(t.beta1, t.beta2), fused=fused or None)
+        lr_d = (t.lr_d or t.lr) * self.lr_factor
         if t.d_optimizer == "sgd":
             self.opt_D = torch.optim.SGD(self.model.discriminators.parameters(), lr=lr_d, momentum=0.9)
         else:
@@ -107,15 +121,32 @@ class Trainer:
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-        self.ema = EMA(self.model.generators, t.ema) if t.ema > 0 else None
         self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, grad_limit=t.grad_limit)
         self.swaps = PastSwaps(t.swap_every, t.swap_steps, t.swap_history, seed=t.seed)
         self.sample_batch = sample_batch
-        self.scorer = scorer  # --eval-every: generators -> {direction: {metric: value}}
+        self.scorer = scorer  # --eval-every: generators -> {direction: {metric: value}} (rank 0's alone)
+        self.evaluating = bool(distributed.from_main(scorer is not None))
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         self.step = 0
-        self.data_position = 0  # samples drawn from the stream so far
+        self.data_position = 0  # samples drawn from the stream so far, by all ranks together
         self.fakes: dict[str, torch.Tensor] | None = None  # the last generator step's, for the next D step
+        self.failure: str | None = None  # a health warning that stops the run (--stop-on-failure)
+        if t.compile:
+            self._compile()
+
+    def _compile(self) -> None:
+        """``--compile``: compile each network's forward in place (``nn.Module.compile``: weights,
+        state dict and checkpoints are unchanged). A gradient penalty needs a double backward,
+        which compiled graphs do not support, so WGAN-GP discriminators stay eager."""
+        for net in self.model.generators.values():
+            net.compile()
+        if getattr(self.model.adv, "kind", None) == "wgan-gp":
+            if self.world.main:
+                log.warning("--compile: the discriminators stay eager (the WGAN-GP penalty's double backward "
+                            "cannot run through a compiled graph)")
+            return
+        for net in self.model.discriminators.values():
+            net.compile()
 
     # --- state ---------------------------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
@@ -144,13 +175,54 @@ class Trainer:
             "best": json.dumps(self.best),
         }
 
-    def save(self) -> Path:
-        path = save_checkpoint(self.run_dir, self.step, self.weights(), self.state(), keep_last=self.t.keep_last)
+    def _rank_tensors(self) -> dict[str, torch.Tensor]:
+        """What differs between ranks: replay buffers and the last generator step's fakes."""
+        tensors = dict(self.model.extra_state())
+        if self.fakes is not None:
+            tensors.update({f"fakes.{k}": v for k, v in self.fakes.items()})
+        return tensors
+
+    def payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+        """The weights and state of a checkpoint; with several ranks (a collective: every rank
+        calls it), each rank's replay buffers, fakes and random states gathered on rank 0, which
+        alone gets a result. Rank ``r`` > 0's tensors are stored under ``rank<r>.``."""
+        mine = None
+        if self.world.active:
+            mine = {"rng": rng_state(), "tensors": {k: v.detach().cpu() for k, v in self._rank_tensors().items()}}
+        everyone = distributed.gather_to_main(mine)
+        if not self.world.main:
+            return None
+        weights, state = self.weights(), self.state()
+        if self.world.active:
+            for r, theirs in enumerate(everyone[1:], 1):
+                weights.update({f"rank{r}.{k}": v for k, v in theirs["tensors"].items()})
+            state["world"] = {"size": self.world.size, "rng": [theirs["rng"] for theirs in everyone[1:]]}
+        return weights, state
+
+    def save(self) -> Path | None:
+        """Checkpoint (every rank calls it; rank 0 writes). Returns the folder on rank 0."""
+        payload = self.payload()
+        if payload is None:
+            return None
+        path = save_checkpoint(self.run_dir, self.step, *payload, keep_last=self.t.keep_last)
         log.debug("checkpoint %s", path)
         return path
 
     def resume(self, checkpoint: str | Path | None = None) -> Path:
         weights, state, path = load_checkpoint(checkpoint or self.run_dir)
+        saved_world = int(state.get("world", {}).get("size", 1))
+        if saved_world != self.world.size:
+            raise CheckpointError(
+                f"{path} was written by {saved_world} training process{'es' * (saved_world > 1)} and this run has "
+                f"{self.world.size}; each keeps its own replay buffer and random state, so resume with the same "
+                f"number (torchrun --nnodes=... --nproc_per_node=... giving {saved_world} in all"
+                f"{'' if saved_world > 1 else ', or without torchrun'})")
+        if self.world.rank > 0:  # this rank's own replay buffers, fakes and random state
+            prefix = f"rank{self.world.rank}."
+            mine = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+            weights = {k: v for k, v in weights.items() if not k.startswith(("pool.", "fakes."))}
+            weights.update(mine)
+            state = {**state, "rng": state["world"]["rng"][self.world.rank - 1]}
         model_keys = set(self.model.state_dict())
         missing = model_keys - set(weights)
         if missing:
@@ -174,8 +246,10 @@ class Trainer:
         self.data_position = int(state["data_position"])
         self.monitor.history = [HealthWarning(*w) for w in state.get("warnings", [])]
         self.best = json.loads(state.get("best") or "null")
-        recover_dir(self.run_dir / BEST_DIR)
-        self._truncate_metrics(self.step)
+        if self.world.main:
+            recover_dir(self.run_dir / BEST_DIR)
+            self._truncate_metrics(self.step)
+        distributed.barrier()
         return path
 
     def _truncate_metrics(self, step: int) -> None:
@@ -195,7 +269,14 @@ class Trainer:
 
     def _to_device(self, batch: dict) -> dict:
         nb = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                v = v.to(self.device, non_blocking=nb)
+                if self.channels_last and v.dim() == 4:
+                    v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+        return out
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Back-propagate one (part of a) loss; gradients accumulate until the optimiser steps."""
@@ -212,6 +293,7 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         with self._autocast():
             result = run(self._backward)
+        distributed.average_gradients(nets.values())  # several ranks: the gradient of the global batch
         self.scaler.unscale_(opt)
         norms = {f"grad_norm/{name}": grad_norm(net) for name, net in nets.items()}
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
@@ -228,7 +310,7 @@ class Trainer:
         logs: dict[str, torch.Tensor] = {}
         for i in range(self.t.n_critic):
             batch = self._to_device(next(batches))
-            self.data_position += self.t.batch_size
+            self.data_position += self.t.batch_size * self.world.size
             if frozen == "D":  # a past discriminator plays: it is not trained
                 continue
             fakes = self.fakes if i == 0 else None
@@ -283,9 +365,22 @@ class Trainer:
             rows = self.model.sample(self._to_device(self.sample_batch))
         return {k: v.float().cpu() for k, v in rows.items()}
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> dict[str, Any] | None:
         """``--eval-every``: score the judged generators, log the scores to ``evals.jsonl``, and
-        keep the best checkpoint by ``eval_metric`` in ``RUN/best/``."""
+        keep the best checkpoint by ``eval_metric`` in ``RUN/best/``. With several ranks, rank 0
+        scores while the others wait, and all take part in writing a new best."""
+        row = self._score() if self.world.main else None
+        if distributed.from_main(row is not None and row["best"]):
+            self.best = distributed.from_main(self.best)
+            payload = self.payload()
+            if payload is not None:
+                from ..evaluate import _clean
+
+                write_checkpoint_dir(self.run_dir / BEST_DIR, *payload,
+                                     extra={"best.json": json.dumps(_clean(self.best), indent=2) + "\n"})
+        return row
+
+    def _score(self) -> dict[str, Any]:
         from ..evaluate import metric_value
         from ..metrics import HIGHER_IS_BETTER
 
@@ -311,8 +406,6 @@ class Trainer:
         log.info("eval at step %d: %s %.4g%s", self.step, metric, value, " (best so far)" if better else "")
         if better:
             self.best = {"metric": metric, "value": value, "step": self.step}
-            write_checkpoint_dir(self.run_dir / BEST_DIR, self.weights(), self.state(),
-                                 extra={"best.json": json.dumps(_clean(self.best), indent=2) + "\n"})
         return row
 
     def write_samples(self, rows: dict[str, torch.Tensor]) -> Path:
@@ -321,14 +414,21 @@ class Trainer:
         return save_grid(rows, self.run_dir / "samples" / f"step-{self.step:08d}.png")
 
     def _log_row(self, sums: dict[str, list[torch.Tensor]], elapsed: float, steps: int) -> dict[str, float]:
+        """One row of ``metrics.jsonl``: losses averaged over the steps since the last row (and over
+        the ranks: the global batch's), the largest gradient norms, the learning rate, the speed.
+        Every rank calls it; rank 0 writes."""
+        keys = sorted(sums)
+        stacked = [torch.stack([x.detach().float().to(self.device) for x in sums[k]]) for k in keys]
+        values = torch.stack([v.max() if k.startswith("grad_norm/") else v.mean() for k, v in zip(keys, stacked)]) \
+            if keys else torch.zeros(0, device=self.device)
+        values = distributed.mean_over_ranks(values).cpu()
         row: dict[str, float] = {"step": self.step}
-        for k, vals in sums.items():
-            v = torch.stack([x.float().cpu() for x in vals])
-            row[k] = float(v.max() if k.startswith("grad_norm/") else v.mean())
+        row.update({k: float(v) for k, v in zip(keys, values)})
         row["lr"] = self.sched_G.get_last_lr()[0]
         row["it_per_s"] = steps / elapsed if elapsed > 0 else float("nan")
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if self.world.main:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
         return row
 
     # --- the loop ------------------------------------------------------------------------------
@@ -357,20 +457,23 @@ class Trainer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
                 previous[sig] = signal.signal(sig, request_stop)
+        main = self.world.main
+        stop = False
         try:
-            while self.step < end and not stop_requested:
+            while self.step < end and not stop:
                 logs = self.train_step(batches)
                 for k, v in logs.items():
                     sums.setdefault(k, []).append(v)
                 bar.update(1)
-                if self.step % t.log_every == 0 or self.step == end or stop_requested:
+                stop = distributed.any_rank(bool(stop_requested), self.device)  # all ranks stop at one step
+                if self.step % t.log_every == 0 or self.step == end or stop:
                     now = time.perf_counter()
                     row = self._log_row(sums, now - last_time, self.step - last_step)
                     sums, last_time, last_step = {}, now, self.step
-                    new = self.monitor.check_losses(self.step, row)
-                    self._report(new)
-                    bar.set_postfix_str(self._postfix(row), refresh=False)
-                if self.step % t.sample_every == 0 or self.step == self.total_steps:
+                    if main:
+                        self._report(self.monitor.check_losses(self.step, row))
+                        bar.set_postfix_str(self._postfix(row), refresh=False)
+                if main and (self.step % t.sample_every == 0 or self.step == self.total_steps):
                     rows = self.samples()
                     if rows is not None:
                         self.write_samples(rows)
@@ -378,16 +481,19 @@ class Trainer:
                             if key.startswith("fake_") and f"real_{key[5:]}" in rows:
                                 self._report(self.monitor.check_samples(
                                     self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
-                if self.scorer is not None and t.eval_every and (self.step % t.eval_every == 0
-                                                                 or self.step == self.total_steps):
+                if self.evaluating and t.eval_every and (self.step % t.eval_every == 0
+                                                         or self.step == self.total_steps):
                     self.evaluate()
-                if self.step % t.checkpoint_every == 0 or self.step == end or stop_requested:
+                if distributed.any_rank(self.failure is not None, self.device):
+                    self.save()
+                    raise TrainingFailure(distributed.from_main(self.failure))
+                if self.step % t.checkpoint_every == 0 or self.step == end or stop:
                     self.save()
         finally:
             bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        interrupted = bool(stop_requested) and self.step < end
+        interrupted = stop and self.step < end
         return {"step": self.step, "total_steps": self.total_steps, "interrupted": interrupted,
                 "warnings": [str(w) for w in self.monitor.history]}
 
@@ -399,17 +505,26 @@ class Trainer:
         return " ".join(parts)
 
     def _report(self, new: list[HealthWarning]) -> None:
+        """Log new health warnings; with ``--stop-on-failure`` the first one stops the run (after
+        this step's checkpoint, on every rank)."""
         for w in new:
             log.warning("%s", w)
-            if self.t.stop_on_failure:
-                self.save()
-                raise TrainingFailure(f"stopped at step {w.step} (--stop-on-failure): {w.message} "
-                                      f"The last checkpoint is in {self.run_dir}.")
+            if self.t.stop_on_failure and self.failure is None:
+                self.failure = (f"stopped at step {w.step} (--stop-on-failure): {w.message} "
+                                f"The last checkpoint is in {self.run_dir}.")
 
 
-def total_steps_for(t: Any, samples_per_epoch: int, default_epochs: int = 200) -> int:
-    """``--steps`` if given, else epochs (default 200, the reference's 100 + 100) of the data."""
+def lr_factor(scaling: str, world_size: int) -> float:
+    """``--lr-scaling``: what the learning rates are multiplied by with ``world_size`` ranks, each
+    with its own ``batch_size``: ``none`` 1, ``linear`` the world size (Goyal et al. 2017), ``sqrt``
+    its square root (the rule for Adam-like optimisers)."""
+    return {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[scaling]
+
+
+def total_steps_for(t: Any, samples_per_epoch: int, default_epochs: int = 200, world_size: int = 1) -> int:
+    """``--steps`` if given, else epochs (default 200, the reference's 100 + 100) of the data, with
+    ``world_size`` ranks each drawing ``batch_size`` samples per discriminator step."""
     if t.steps:
         return t.steps
-    per_step = t.batch_size * t.n_critic
+    per_step = t.batch_size * t.n_critic * world_size
     return (t.epochs or default_epochs) * max(1, math.ceil(samples_per_epoch / per_step))

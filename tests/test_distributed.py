@@ -1,0 +1,134 @@
+"""Data-parallel training under torchrun, on the CPU with the Gloo backend and two processes.
+
+The launches go through the real command line (``python -m torch.distributed.run --standalone
+--nproc_per_node=2 -m translate train ...``), as a user runs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from translate.data.folders import StreamSampler
+from translate.engine import distributed
+from translate.engine.trainer import lr_factor
+from translate.errors import CheckpointError
+from translate.train import build_config, train
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                                reason="needs torch.distributed with Gloo")
+
+ROOT = Path(__file__).resolve().parents[1]
+# deterministic maths: no dropout, noise or replay; no norm layers (a bias before an instance norm has a zero
+# gradient in exact arithmetic, and Adam turns its rounding noise into full-size steps)
+EXACT = {"dropout": 0.0, "pool_size": 0, "norm": "none", "instance_noise": 0.0}
+
+
+def options(**opts) -> list[str]:
+    args = []
+    for k, v in opts.items():
+        if k in ("model", "size", "steps", "batch_size", "workers", "device", "seed", "lr_scaling"):
+            args += [f"--{k.replace('_', '-')}", str(v)]
+        else:
+            args += ["--set", f"{k}={v}"]
+    return args
+
+
+def torchrun(run_dir: Path, *args: str, nproc: int = 2, resume: bool = False) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "translate", "train", *args]
+    cmd += ["--resume", str(run_dir)] if resume else ["--run-dir", str(run_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=run_dir.parent, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    return out
+
+
+def weights(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / f"step-{step:08d}" / "weights.safetensors"))
+
+
+def test_stream_shards_are_the_single_process_batches():
+    """Two ranks of batch 2 draw exactly the samples (and sample seeds) of one process of batch 4,
+    from any start position, across epochs."""
+    for start in (0, 4, 8, 6):
+        one = iter(StreamSampler(7, seed=3, start=start, batch=4))
+        r0 = iter(StreamSampler(7, seed=3, start=start, batch=2, rank=0, world=2))
+        r1 = iter(StreamSampler(7, seed=3, start=start, batch=2, rank=1, world=2))
+        for _ in range(5):  # five global batches: 20 samples of a 7-sample data set
+            whole = [next(one) for _ in range(4)]
+            assert [next(r0) for _ in range(2)] + [next(r1) for _ in range(2)] == whole
+
+
+def test_single_process_world_and_seeds():
+    w = distributed.from_env({})
+    assert not w.active and w.main
+    w = distributed.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert w.active and not w.main and w.describe() == "4 processes (2 per machine, 2 machines)"
+    assert distributed.rank_seed(5, 0) == 5  # rank 0 keeps the run's seed: one process is unchanged
+    assert len({distributed.rank_seed(5, r) for r in range(4)}) == 4
+    assert (lr_factor("none", 4), lr_factor("linear", 4), lr_factor("sqrt", 4)) == (1.0, 4.0, 2.0)
+
+
+@pytest.mark.parametrize("model", ["cyclegan", "pix2pix"])
+def test_two_ranks_equal_one_process_with_the_combined_batch(tmp_path, tiny, model):
+    """Where the maths says so (no randomness in a step, per-sample norms), two processes of batch 2
+    end with the weights of one process of batch 4: the averaged gradient is the global batch's."""
+    opts = dict(tiny, model=model, steps=3, device="cpu", **EXACT)
+    train(build_config(dict(opts, batch_size=4)), tmp_path / "one", quiet=True)
+
+    ddp = tmp_path / "two"
+    out = torchrun(ddp, *options(**dict(opts, batch_size=2)))
+    log = out.stdout + out.stderr
+    assert "effective batch 4 (2 per process)" in log and "learning rate 0.0002" in log
+    assert log.count(f"{model} on embedded") == 1 and log.count("data parallel over") == 1  # rank 0 alone logs
+    a, b = weights(tmp_path / "one", 3), weights(ddp, 3)
+    nets = [k for k in a if k.startswith(("generators.", "discriminators."))]
+    assert nets and set(nets) <= set(b)
+    for key in nets:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=2e-6, msg=key)
+    # the logged losses are the global batch's (each rank's mean, averaged)
+    rows_a = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (ddp / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_b] == [1, 2, 3]
+    for ra, rb in zip(rows_a, rows_b):
+        for k in ra:
+            if k.startswith("loss"):
+                assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-6), k
+    # rank 0 alone writes: one set of samples and checkpoints, no stray temp folders
+    assert sorted(p.name for p in ddp.iterdir() if p.name.startswith((".", "step-"))) == \
+        ["step-00000002", "step-00000003"]
+
+
+def test_two_rank_resume_matches_uninterrupted_run(tmp_path, tiny):
+    """Each rank's replay buffer, random state and last fakes are checkpointed and restored: a
+    two-process run stopped and resumed ends where the uninterrupted one does, bit for bit, with
+    dropout, instance noise and replay all drawing random numbers on both ranks."""
+    opts = dict(tiny, model="cyclegan", batch_size=2, device="cpu", dropout=0.5, pool_size=3, instance_noise=0.1,
+                instance_noise_steps=8, decay_from=1.0, checkpoint_every=2)
+    full = tmp_path / "full"
+    torchrun(full, *options(**dict(opts, steps=4)))
+    part = tmp_path / "part"
+    torchrun(part, *options(**dict(opts, steps=2)))
+    saved = weights(part, 2)
+    assert any(k.startswith("rank1.pool.") for k in saved) and any(k.startswith("rank1.fakes.") for k in saved)
+    assert not torch.equal(saved["rank1.fakes.fake_A"], saved["fakes.fake_A"])  # each rank its own batch
+    out = torchrun(part, "--steps", "4", resume=True)
+    assert "resumed" in out.stdout + out.stderr
+    a, b = weights(full, 4), weights(part, 4)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(x)["step"] for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+    # a two-process checkpoint does not resume in one process (per-rank state would be lost)
+    cfg = build_config(dict(opts, steps=6))
+    with pytest.raises(CheckpointError, match="written by 2 training processes"):
+        train(cfg, part, resume=True, quiet=True)
