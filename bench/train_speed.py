@@ -7,6 +7,15 @@ torch.utils.flop_counter, so the achieved rate can be read as a fraction of the 
 
     python bench/train_speed.py --json out.json      # all cases, CPU or CUDA (auto)
     python bench/train_speed.py --cases cyclegan cyclegan-reference --rounds 2
+    python bench/train_speed.py --modes fp32 amp amp-compile --loader --json gpu.json   # on CUDA
+
+``--modes`` runs each case as ``fp32`` (full precision, eager, NCHW), ``amp`` (autocast: bf16
+where supported, else fp16 with a GradScaler; channels_last) and ``amp-compile`` (the same, with
+``torch.compile``); the speed-up of each over fp32 comes from the same run. ``--loader`` feeds the
+steps from the real data pipeline (JPEG files decoded, resized, cropped and flipped by the
+loader's worker processes, pinned memory) instead of tensors already in memory, and reports the
+share of the time the training step waited for its batch. Without ``--data DIR`` the files are
+rendered once into a temporary folder (the embedded scenes, at the reference 286 px load size).
 
 ``cyclegan-reference`` re-enacts the reference implementation's iteration on the same networks
 (bench/reference_cyclegan.py), so the speed-up and memory ratio come from one run.
@@ -21,6 +30,13 @@ import statistics
 import subprocess
 import sys
 import time
+
+MODES = {
+    # name: (amp, channels_last, compile)
+    "fp32": ("off", False, False),
+    "amp": ("auto", True, False),
+    "amp-compile": ("auto", True, True),
+}
 
 CASES = {
     # name: (model, generator, extra options)
@@ -47,9 +63,10 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def measure(step, iters: int, device, before_flop_count=None) -> dict:
+def measure(step, iters: int, device, before_flop_count=None, warmup: int = 1, waited=None) -> dict:
     """Warm up, time ``iters`` calls of ``step`` (median), read peak memory, then count one step's
-    FLOPs (after the timing, so the counter's own memory is not in the peak)."""
+    FLOPs (after the timing, so the counter's own memory is not in the peak). ``waited()`` gives
+    the seconds spent waiting for data so far (the loader), for the share of the timed span."""
     import resource
 
     import torch
@@ -61,16 +78,21 @@ def measure(step, iters: int, device, before_flop_count=None) -> dict:
         if cuda:
             torch.cuda.synchronize()
 
-    step()  # warm-up (allocator, cudnn/oneDNN kernel choice)
+    for _ in range(warmup):  # allocator, cudnn/oneDNN kernel choice, torch.compile's graphs
+        step()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     sync()
     times = []
+    wait_before = waited() if waited else 0.0
+    span = time.perf_counter()
     for _ in range(iters):
         t = time.perf_counter()
         step()
         sync()
         times.append(time.perf_counter() - t)
+    span = time.perf_counter() - span
+    data_wait = (waited() - wait_before) / span if waited else None
     times.sort()
     sec = times[len(times) // 2]
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -79,7 +101,8 @@ def measure(step, iters: int, device, before_flop_count=None) -> dict:
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    return {"device": str(device), "sec_per_iter": sec, "sec_min": times[0], "sec_max": times[-1], "iters": iters,
+    return {"device": str(device), "sec_per_iter": sec, "it_per_s": 1 / sec, "sec_min": times[0],
+            "sec_max": times[-1], "iters": iters, "data_wait_share": data_wait,
             "gflop_per_iter": flops / 1e9, "achieved_gflops": flops / sec / 1e9, "peak_mem_gb": peak / 1e9,
             "peak_mem_kind": "cuda allocated" if cuda else "process RSS", "torch_threads": torch.get_num_threads()}
 
@@ -93,10 +116,45 @@ def random_batches(batch: int, size: int):
                "B": torch.rand(batch, 3, size, size, generator=g) * 2 - 1}
 
 
-def run_case(name: str, size: int, batch: int, iters: int, device: str, amp: str, channels_last: bool,
-             winograd: bool) -> dict:
+def render_files(root: str, count: int, load: int) -> None:
+    """The embedded scenes as JPEG files at the reference load size: ``unpaired/trainA``, ``trainB``
+    for CycleGAN and side-by-side ``aligned/train`` pairs for pix2pix, decoded like real data."""
+    import numpy as np
+    from PIL import Image
+
+    from translate.data.synthetic import render_pair
+
+    for sub in ("unpaired/trainA", "unpaired/trainB", "aligned/train"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for i in range(count):
+        a, b = render_pair(load, seed=0, index=i)
+        Image.fromarray(a).save(os.path.join(root, "unpaired", "trainA", f"{i:04d}.jpg"), quality=90)
+        Image.fromarray(b).save(os.path.join(root, "unpaired", "trainB", f"{i:04d}.jpg"), quality=90)
+        Image.fromarray(np.concatenate([a, b], axis=1)).save(os.path.join(root, "aligned", "train", f"{i:04d}.jpg"),
+                                                             quality=90)
+
+
+class TimedBatches:
+    """The loader's batches, with the seconds the training step spent waiting for each."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.waited = iter(batches), 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        batch = next(self.batches)
+        self.waited += time.perf_counter() - t
+        return batch
+
+
+def run_case(name: str, size: int, batch: int, iters: int, device: str, mode: str, winograd: bool,
+             data: tuple[str, str] | None = None, workers: int = -1) -> dict:
     import torch
 
+    from translate.data import TranslationDataset, detect_layout, make_loader
     from translate.engine.device import resolve_device
     from translate.engine.trainer import Trainer
     from translate.models import build_model
@@ -105,26 +163,36 @@ def run_case(name: str, size: int, batch: int, iters: int, device: str, amp: str
 
     if name == "cyclegan-reference":
         return run_reference(size, batch, iters)
+    amp, channels_last, compiled = MODES[mode]
     model_name, generator, extra = CASES[name]
     cfg = build_config({"model": model_name, "size": size, "batch_size": batch, "steps": 10_000, "device": device,
-                        "amp": amp, "generator": generator, **extra})
+                        "amp": amp, "generator": generator, "channels_last": channels_last, "compile": compiled,
+                        "workers": workers, **extra})
     dev = resolve_device(device)
     torch.manual_seed(0)
     model = build_model(cfg)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     if not winograd:
         set_winograd(model, False)
     trainer = Trainer(model, cfg, run_dir="/nonexistent", device=dev, total_steps=10_000,
                       loader_factory=lambda start: random_batches(batch, size), quiet=True)
-    stream = random_batches(batch, size)
+    if data:
+        folder = data[0] if model_name == "cyclegan" else data[1]
+        dataset = TranslationDataset(detect_layout(folder), size=size, load_size=None, flip=True,
+                                     unpaired=model_name == "cyclegan")
+        stream = TimedBatches(make_loader(dataset, batch_size=batch, seed=0, start=0, workers=cfg.train.workers,
+                                          pin_memory=dev.type == "cuda"))
+    else:
+        stream = random_batches(batch, size)
     # FLOPs are counted as a direct convolution needs them (Winograd does fewer multiplications), so
     # the achieved rate is comparable with other implementations of the same networks.
     result = measure(lambda: trainer.train_step(stream), iters, dev,
-                     before_flop_count=lambda: set_winograd(model, False))
-    return {"case": name, "size": size, "batch": batch, "amp": amp, "channels_last": channels_last,
-            "winograd": winograd, "generator_params": sum(p.numel() for p in model.generators.parameters()),
-            **result}
+                     before_flop_count=lambda: set_winograd(model, False), warmup=3 if compiled else 1,
+                     waited=(lambda: stream.waited) if data else None)
+    return {"case": name, "mode": mode, "size": size, "batch": batch, "amp": amp,
+            "amp_dtype": str(trainer.dtype).replace("torch.", "") if trainer.dtype else "float32",
+            "channels_last": channels_last, "compile": compiled, "loader": bool(data),
+            "workers": cfg.train.workers if data else None, "winograd": winograd,
+            "generator_params": sum(p.numel() for p in model.generators.parameters()), **result}
 
 
 def run_reference(size: int, batch: int, iters: int) -> dict:
@@ -142,74 +210,99 @@ def run_reference(size: int, batch: int, iters: int) -> dict:
         ref.optimize_parameters(b["A"], b["B"])
 
     result = measure(step, iters, torch.device("cpu"))
-    return {"case": "cyclegan-reference", "size": size, "batch": batch, "amp": "off", "channels_last": False,
-            "winograd": False, "generator_params": sum(p.numel() for m in ref.modules()[:2] for p in m.parameters()),
+    return {"case": "cyclegan-reference", "mode": "fp32", "size": size, "batch": batch, "amp": "off",
+            "amp_dtype": "float32", "channels_last": False, "compile": False, "loader": False, "winograd": False,
+            "generator_params": sum(p.numel() for m in ref.modules()[:2] for p in m.parameters()),
             **result}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
+                    help="precision/compile modes per case [CUDA: all; CPU: fp32]")
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat the cases in alternation this many times (ratios from the same round)")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--amp", default="auto")
-    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--loader", action="store_true",
+                    help="feed the steps from the data pipeline (JPEG files, worker processes) and report data waits")
+    ap.add_argument("--data-unpaired", metavar="DIR", help="trainA/ trainB/ images for --loader (CycleGAN)")
+    ap.add_argument("--data-aligned", metavar="DIR", help="side-by-side A|B images for --loader (pix2pix)")
+    ap.add_argument("--workers", type=int, default=-1, help="loader processes [cores - 1, at most 8]")
     ap.add_argument("--no-winograd", action="store_true", help="direct 3x3 convolutions on the CPU too")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--_case", help=argparse.SUPPRESS)
+    ap.add_argument("--_mode", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args._case:  # child process: one case, JSON on stdout
-        print(json.dumps(run_case(args._case, args.size, args.batch, args.iters, args.device, args.amp,
-                                  args.channels_last, not args.no_winograd)))
+        data = (args.data_unpaired, args.data_aligned) if args.loader else None
+        print(json.dumps(run_case(args._case, args.size, args.batch, args.iters, args.device, args._mode,
+                                  not args.no_winograd, data, args.workers)))
         return
+
+    import tempfile
 
     import torch
 
     from translate.engine.device import resolve_device
 
     device = resolve_device(args.device).type
+    modes = args.modes or (list(MODES) if device == "cuda" else ["fp32"])
     if device != "cpu" and "cyclegan-reference" in args.cases:
         args.cases.remove("cyclegan-reference")  # its figures (19.4 s, 4.2 GB) are CPU figures
+    tmp = None
+    if args.loader and not (args.data_unpaired and args.data_aligned):
+        tmp = tempfile.TemporaryDirectory(prefix="train-speed-")
+        render_files(tmp.name, count=64, load=round(args.size * 286 / 256))
+        args.data_unpaired = args.data_unpaired or os.path.join(tmp.name, "unpaired")
+        args.data_aligned = args.data_aligned or os.path.join(tmp.name, "aligned")
     gflops = matmul_gflops(device)
     results = []
     for rnd in range(args.rounds):
         for case in args.cases:
-            cmd = [sys.executable, __file__, "--_case", case, "--size", str(args.size), "--batch", str(args.batch),
-                   "--iters", str(args.iters), "--device", args.device, "--amp", args.amp]
-            if args.channels_last:
-                cmd.append("--channels-last")
-            if args.no_winograd:
-                cmd.append("--no-winograd")
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                sys.exit(f"case {case} failed:\n{out.stderr[-3000:]}")
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            result["round"] = rnd
-            results.append(result)
+            for mode in (["fp32"] if case == "cyclegan-reference" else modes):
+                cmd = [sys.executable, __file__, "--_case", case, "--_mode", mode, "--size", str(args.size),
+                       "--batch", str(args.batch), "--iters", str(args.iters), "--device", args.device,
+                       "--workers", str(args.workers)]
+                if args.loader:
+                    cmd += ["--loader", "--data-unpaired", args.data_unpaired, "--data-aligned", args.data_aligned]
+                if args.no_winograd:
+                    cmd.append("--no-winograd")
+                out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    sys.exit(f"case {case} ({mode}) failed:\n{out.stderr[-3000:]}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                result["round"] = rnd
+                results.append(result)
+    if tmp is not None:
+        tmp.cleanup()
     gflops_after = matmul_gflops(device)
     peak = max(gflops, gflops_after)
     for r in results:
         r["matmul_gflops"] = peak
         r["fraction_of_matmul"] = r["achieved_gflops"] / peak
+        base = [b for b in results if b["round"] == r["round"] and b["case"] == r["case"] and b["mode"] == "fp32"]
+        r["speedup_vs_fp32"] = base[0]["sec_per_iter"] / r["sec_per_iter"] if base else None
 
-    header = f"{'case':19} {'size':>5} {'batch':>5} {'device':>7} {'winograd':>8} {'s/iter':>8} {'GFLOP/it':>9} " \
-             f"{'GFLOP/s':>8} {'of matmul':>9} {'peak mem':>10}"
+    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
     print(f"fp32 matmul: {gflops:.0f} GFLOP/s before, {gflops_after:.0f} after | torch {torch.__version__} | "
-          f"{platform.processor() or platform.machine()} | {os.cpu_count()} CPUs")
-    print(header)
+          f"{name} | {os.cpu_count()} CPUs")
+    print(f"{'case':19} {'mode':>11} {'size':>5} {'batch':>5} {'dtype':>8} {'s/iter':>8} {'it/s':>7} "
+          f"{'vs fp32':>7} {'GFLOP/s':>8} {'of matmul':>9} {'peak mem':>10} {'data wait':>9}")
     for r in results:
-        print(f"{r['case']:19} {r['size']:>5} {r['batch']:>5} {r['device']:>7} {str(r['winograd']):>8} "
-              f"{r['sec_per_iter']:>8.2f} {r['gflop_per_iter']:>9.0f} {r['achieved_gflops']:>8.1f} "
-              f"{r['fraction_of_matmul']:>9.0%} {r['peak_mem_gb']:>8.2f}GB")
+        wait = f"{r['data_wait_share']:.1%}" if r.get("data_wait_share") is not None else "-"
+        speed = f"{r['speedup_vs_fp32']:.2f}x" if r.get("speedup_vs_fp32") else "-"
+        print(f"{r['case']:19} {r['mode']:>11} {r['size']:>5} {r['batch']:>5} {r['amp_dtype']:>8} "
+              f"{r['sec_per_iter']:>8.3f} {r['it_per_s']:>7.2f} {speed:>7} {r['achieved_gflops']:>8.1f} "
+              f"{r['fraction_of_matmul']:>9.0%} {r['peak_mem_gb']:>8.2f}GB {wait:>9}")
     # same-run comparison with the reference's iteration on the same networks
     summary = {}
     for rnd in range(args.rounds):
-        by = {r["case"]: r for r in results if r["round"] == rnd}
+        by = {r["case"]: r for r in results if r["round"] == rnd and r["mode"] == "fp32"}
         if "cyclegan" in by and "cyclegan-reference" in by:
             ours, ref = by["cyclegan"], by["cyclegan-reference"]
             summary.setdefault("speedup", []).append(ref["sec_per_iter"] / ours["sec_per_iter"])
@@ -219,11 +312,21 @@ def main() -> None:
         print(f"CycleGAN vs the reference's iteration, same networks, same run: {speed:.2f}x the speed, "
               f"{mem:.2f}x the peak memory (median of {len(summary['speedup'])} round(s))")
         summary = {"speedup_vs_reference": speed, "memory_vs_reference": mem, "rounds": summary}
+    targets = {}
+    for case in args.cases:  # the issue's targets: AMP + channels_last >= 2x fp32 eager, data waits < 5 %
+        amp = [r["speedup_vs_fp32"] for r in results if r["case"] == case and r["mode"] == "amp"]
+        waits = [r["data_wait_share"] for r in results if r["case"] == case and r.get("data_wait_share") is not None]
+        if amp:
+            targets[f"{case}_amp_speedup"] = statistics.median(amp)
+            print(f"{case}: AMP + channels_last {statistics.median(amp):.2f}x fp32 eager (target >= 2x)")
+        if waits:
+            targets[f"{case}_max_data_wait"] = max(waits)
+            print(f"{case}: waited for data {max(waits):.1%} of the time at most (target < 5 %)")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"matmul_gflops": [gflops, gflops_after], "results": results, "comparison": summary,
-                       "command": " ".join(sys.argv)}, f, indent=2)
+                       "targets": targets, "command": " ".join(sys.argv)}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,15 @@ def options(**opts) -> list[str]:
     return args
 
 
-def torchrun(run_dir: Path, *args: str, nproc: int = 2, resume: bool = False) -> subprocess.CompletedProcess:
+def torchrun(run_dir: Path, *args: str, nproc: int = 2, resume: bool = False,
+             gpus: bool = False) -> subprocess.CompletedProcess:
+    """``translate train`` under torchrun on this machine (on the CPU unless ``gpus``)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "translate", "train", *args]
     cmd += ["--resume", str(run_dir)] if resume else ["--run-dir", str(run_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    if not gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=run_dir.parent, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     return out
