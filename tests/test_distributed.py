@@ -136,3 +136,12 @@ def test_two_rank_resume_matches_uninterrupted_run(tmp_path, tiny):
     cfg = build_config(dict(opts, steps=6))
     with pytest.raises(CheckpointError, match="written by 2 training processes"):
         train(cfg, part, resume=True, quiet=True)
+
+
+def test_loader_workers_are_shared_by_the_processes_of_a_machine(monkeypatch):
+    from translate.data.folders import default_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
+    assert (default_workers(), default_workers(8)) == (8, 7)  # one core per training process, the rest shared
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert (default_workers(), default_workers(2)) == (1, 0)

@@ -187,28 +187,37 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     seed_everything(t.seed)
-    if t.model in GENERATIVE:
-        dataset = _generative_data(cfg)
-    else:
+
+    def load_data():
+        if t.model in GENERATIVE:
+            return _generative_data(cfg)
         layout = detect_layout(t.data)
-        dataset = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
-                                     unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
-                                     max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
-        if dataset.validation is not None and layout.kind != "synthetic":
-            log.info("holding out %s (never trained on)", dataset.validation.describe())
+        data = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
+                                  unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
+                                  max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
+        if data.validation is not None and layout.kind != "synthetic":
+            log.info("holding out %s (never trained on)", data.validation.describe())
+        return data
+
+    def check_run_dir():
+        if resume and not list_checkpoints(run_dir):
+            raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start it again with "
+                                  f"'translate train --config {run_dir / 'config.json'} --run-dir {run_dir}'")
+        if not resume:
+            check_new_run_dir(run_dir)
+
+    # under torchrun, a rank that cannot read the data or the run stops them all (not only itself)
+    dataset = distributed.everywhere(load_data)
     total = total_steps_for(t, len(dataset), world_size=world.size)
-    if resume and not list_checkpoints(run_dir):
-        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start it again with "
-                              f"'translate train --config {run_dir / 'config.json'} --run-dir {run_dir}'")
-    if not resume:
-        check_new_run_dir(run_dir)
+    distributed.everywhere(check_run_dir)
     model = build_model(cfg)
     if world.rank > 0:  # its own dropout, noise and latents (the weights come from rank 0)
         seed_everything(distributed.rank_seed(t.seed, world.rank))
 
     def loader(start: int):
         return make_loader(dataset, batch_size=t.batch_size, seed=t.seed, start=start, workers=t.workers,
-                           pin_memory=device.type == "cuda", rank=world.rank, world=world.size)
+                           pin_memory=device.type == "cuda", rank=world.rank, world=world.size,
+                           local_processes=world.local_size)
 
     sample_batch = dataset.sample_batch(t.n_samples)
     if hasattr(model, "prepare_sample_batch"):

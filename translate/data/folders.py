@@ -399,19 +399,21 @@ class StreamSampler(Sampler):
             first += self.batch * self.world
 
 
-def default_workers() -> int:
+def default_workers(processes: int = 1) -> int:
+    """Loader workers per training process: the cores left after one per training process
+    (``processes`` of them on this machine, under torchrun), shared out, at most 8 each."""
     import os
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cpus - 1))
+    return max(0, min(8, (cpus - processes) // processes))
 
 
 def make_loader(dataset: TranslationDataset, *, batch_size: int, seed: int, start: int, workers: int,
-                pin_memory: bool, rank: int = 0, world: int = 1) -> DataLoader:
+                pin_memory: bool, rank: int = 0, world: int = 1, local_processes: int = 1) -> DataLoader:
     """Batches from position ``start`` (in samples, over all ranks) of the stream; with ``world``
     ranks, this rank's share of each global batch (see :class:`StreamSampler`). The loader's own
     generator keeps it from touching the global torch RNG, which belongs to the training step."""
-    workers = default_workers() if workers < 0 else workers
+    workers = default_workers(local_processes) if workers < 0 else workers
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -99,10 +99,7 @@ def setup(device: str | None = "auto") -> World:
         raise DeviceError("this PyTorch build has no torch.distributed; install the official wheels to train "
                           "on several processes")
     cuda = torch.cuda.is_available() and (device or "auto") != "cpu"
-    if cuda:
-        if w.local_rank >= torch.cuda.device_count():
-            raise DeviceError(f"LOCAL_RANK {w.local_rank} but only {torch.cuda.device_count()} GPU(s) are visible; "
-                              f"use --nproc_per_node={torch.cuda.device_count()} or fewer")
+    if cuda and w.local_rank < torch.cuda.device_count():  # (too few GPUs is an error once CUDA is chosen)
         torch.cuda.set_device(w.local_rank)
     backend = "cpu:gloo,cuda:nccl" if cuda and dist.is_nccl_available() else "gloo"
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
@@ -131,6 +128,9 @@ def rank_seed(seed: int, rank: int) -> int:
 def device_for(device: torch.device) -> torch.device:
     """``cuda`` means this rank's own GPU (``cuda:LOCAL_RANK``) when several processes train."""
     if _world.active and device.type == "cuda":
+        if _world.local_rank >= torch.cuda.device_count():
+            raise DeviceError(f"LOCAL_RANK {_world.local_rank} but only {torch.cuda.device_count()} GPU(s) are "
+                              f"visible; use --nproc_per_node={torch.cuda.device_count()} or fewer (or --device cpu)")
         return torch.device("cuda", _world.local_rank)
     return device
 
@@ -185,14 +185,14 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return values / _world.size
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when ``flag`` is true on any (a Ctrl-C on one machine stops them all at
-    the same step)."""
-    if not _world.active:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
-    return bool(t.item() > 0)
+def any_rank(*flags: bool) -> tuple[bool, ...] | bool:
+    """Each flag, true on every rank when it is true on any (a Ctrl-C on one machine stops them all
+    at the same step). One small all-reduce of a CPU tensor (Gloo): the GPU is not waited for."""
+    if _world.active:
+        t = torch.tensor([1.0 if f else 0.0 for f in flags])
+        _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
+        flags = tuple(bool(v > 0) for v in t.tolist())
+    return flags[0] if len(flags) == 1 else tuple(flags)
 
 
 def gather_to_main(obj: T) -> list[T] | None:
@@ -239,6 +239,12 @@ def _run_phase(fn: Callable[[], T], run: bool) -> T | None:
     return result
 
 
+def everywhere(fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank; a failure on any stops every rank (say, a checkpoint one machine
+    cannot see), instead of leaving the others waiting in the next collective."""
+    return _run_phase(fn, True)
+
+
 def on_main(fn: Callable[[], T]) -> T | None:
     """``fn()`` on rank 0 alone (None elsewhere); a failure there stops every rank."""
     return _run_phase(fn, _world.main)
@@ -257,20 +263,25 @@ def main_first(fn: Callable[[], T]) -> T:
 
 
 # --- batch norm -----------------------------------------------------------------------------------
-def sync_batchnorm(module: nn.Module, device: torch.device) -> bool:
-    """Convert batch norms to ``SyncBatchNorm`` (statistics over the global batch) when several
-    ranks train on CUDA. PyTorch's SyncBatchNorm runs on CUDA only: on the CPU each rank normalises
-    by its own slice, as DDP without SyncBatchNorm does. Returns whether anything was converted."""
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-    if not _world.active or not has_bn:
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def sync_batchnorm(modules: list[nn.Module], device: torch.device) -> bool:
+    """Convert the batch norms inside ``modules`` to ``SyncBatchNorm`` (statistics over the global
+    batch) when several ranks train on CUDA. PyTorch's SyncBatchNorm runs on CUDA only: on the CPU
+    each rank normalises by its own slice, as DDP without SyncBatchNorm does. Returns whether
+    anything was converted."""
+    if not _world.active or not any(has_batchnorm(m) for m in modules):
         return False
     if device.type != "cuda":
         if _world.main:
             log.warning("batch norm normalises each rank's slice of the batch on its own: SyncBatchNorm needs "
                         "CUDA (on the CPU, use --set norm=instance for statistics independent of the split)")
         return False
-    for name, child in module.named_children():
-        setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    for module in modules:
+        for name, child in module.named_children():
+            setattr(module, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
     return True
 
 

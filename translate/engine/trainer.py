@@ -103,7 +103,14 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.dtype = amp_dtype(t.amp, device)
         self.ema = EMA(self.model.generators, t.ema) if t.ema > 0 else None  # before SyncBN: it samples on rank 0
-        self.sync_bn = distributed.sync_batchnorm(self.model, device)
+        synced = [self.model.generators]
+        if getattr(self.model.adv, "kind", None) == "wgan-gp" and distributed.has_batchnorm(self.model.discriminators):
+            if self.world.active and self.world.main:  # SyncBatchNorm's backward has no backward of its own
+                log.warning("the discriminators keep per-rank batch norm: the WGAN-GP penalty needs a double "
+                            "backward, which SyncBatchNorm lacks (or use --set norm=instance / d_norm=none)")
+        else:
+            synced.append(self.model.discriminators)
+        self.sync_bn = distributed.sync_batchnorm(synced, device)
         if self.world.rank > 0:  # each rank replays its own past fakes
             for pool in self.model.pools.values():
                 pool.generator.manual_seed(distributed.rank_seed(pool.generator.initial_seed(), self.world.rank))
@@ -138,15 +145,19 @@ class Trainer:
         """``--compile``: compile each network's forward in place (``nn.Module.compile``: weights,
         state dict and checkpoints are unchanged). A gradient penalty needs a double backward,
         which compiled graphs do not support, so WGAN-GP discriminators stay eager."""
-        for net in self.model.generators.values():
-            net.compile()
+        nets = dict(self.model.generators)
         if getattr(self.model.adv, "kind", None) == "wgan-gp":
             if self.world.main:
                 log.warning("--compile: the discriminators stay eager (the WGAN-GP penalty's double backward "
                             "cannot run through a compiled graph)")
-            return
-        for net in self.model.discriminators.values():
-            net.compile()
+        else:
+            nets.update(self.model.discriminators)
+        eager = [name for name, net in nets.items() if any(isinstance(m, nn.SyncBatchNorm) for m in net.modules())]
+        if eager and self.world.main:  # torch.compile breaks its graph at every SyncBatchNorm
+            log.warning("--compile: %s stay eager (synchronised batch norm splits compiled graphs)", ", ".join(eager))
+        for name, net in nets.items():
+            if name not in eager:
+                net.compile()
 
     # --- state ---------------------------------------------------------------------------------
     def weights(self) -> dict[str, torch.Tensor]:
@@ -209,7 +220,7 @@ class Trainer:
         return path
 
     def resume(self, checkpoint: str | Path | None = None) -> Path:
-        weights, state, path = load_checkpoint(checkpoint or self.run_dir)
+        weights, state, path = distributed.everywhere(lambda: load_checkpoint(checkpoint or self.run_dir))
         saved_world = int(state.get("world", {}).get("size", 1))
         if saved_world != self.world.size:
             raise CheckpointError(
@@ -369,7 +380,7 @@ class Trainer:
         """``--eval-every``: score the judged generators, log the scores to ``evals.jsonl``, and
         keep the best checkpoint by ``eval_metric`` in ``RUN/best/``. With several ranks, rank 0
         scores while the others wait, and all take part in writing a new best."""
-        row = self._score() if self.world.main else None
+        row = distributed.on_main(self._score)  # a failure while scoring stops every rank
         if distributed.from_main(row is not None and row["best"]):
             self.best = distributed.from_main(self.best)
             payload = self.payload()
@@ -465,7 +476,7 @@ class Trainer:
                 for k, v in logs.items():
                     sums.setdefault(k, []).append(v)
                 bar.update(1)
-                stop = distributed.any_rank(bool(stop_requested), self.device)  # all ranks stop at one step
+                stop = distributed.any_rank(bool(stop_requested))  # all ranks stop after the same step
                 if self.step % t.log_every == 0 or self.step == end or stop:
                     now = time.perf_counter()
                     row = self._log_row(sums, now - last_time, self.step - last_step)
@@ -473,20 +484,14 @@ class Trainer:
                     if main:
                         self._report(self.monitor.check_losses(self.step, row))
                         bar.set_postfix_str(self._postfix(row), refresh=False)
-                if main and (self.step % t.sample_every == 0 or self.step == self.total_steps):
-                    rows = self.samples()
-                    if rows is not None:
-                        self.write_samples(rows)
-                        for key, fake in rows.items():
-                            if key.startswith("fake_") and f"real_{key[5:]}" in rows:
-                                self._report(self.monitor.check_samples(
-                                    self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
-                if self.evaluating and t.eval_every and (self.step % t.eval_every == 0
-                                                         or self.step == self.total_steps):
+                    self._stop_if_failed()
+                # a stopping step checkpoints at once (torchrun kills its processes 30 s after a signal)
+                if not stop and (self.step % t.sample_every == 0 or self.step == self.total_steps):
+                    distributed.on_main(self._sample_and_check)
+                    self._stop_if_failed()
+                if not stop and self.evaluating and t.eval_every and (self.step % t.eval_every == 0
+                                                                      or self.step == self.total_steps):
                     self.evaluate()
-                if distributed.any_rank(self.failure is not None, self.device):
-                    self.save()
-                    raise TrainingFailure(distributed.from_main(self.failure))
                 if self.step % t.checkpoint_every == 0 or self.step == end or stop:
                     self.save()
         finally:
@@ -496,6 +501,23 @@ class Trainer:
         interrupted = stop and self.step < end
         return {"step": self.step, "total_steps": self.total_steps, "interrupted": interrupted,
                 "warnings": [str(w) for w in self.monitor.history]}
+
+    def _sample_and_check(self) -> None:
+        """Write the sample grid of this step and let the monitor judge its diversity (rank 0)."""
+        rows = self.samples()
+        if rows is None:
+            return
+        self.write_samples(rows)
+        for key, fake in rows.items():
+            if key.startswith("fake_") and f"real_{key[5:]}" in rows:
+                self._report(self.monitor.check_samples(self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
+
+    def _stop_if_failed(self) -> None:
+        """``--stop-on-failure``: after a failure (seen by rank 0's monitor), every rank saves this
+        step's checkpoint and stops."""
+        if distributed.any_rank(self.failure is not None):
+            self.save()
+            raise TrainingFailure(distributed.from_main(self.failure))
 
     def _postfix(self, row: dict[str, float]) -> str:
         parts = [f"{k.removeprefix('loss_')}={v:.3f}" for k, v in row.items() if k.startswith("loss")]
