@@ -169,3 +169,26 @@ def test_loader_resumes_the_stream(aligned_dir):
     batches = [next(it)["A"] for _ in range(5)]
     resumed = iter(make_loader(ds, batch_size=2, seed=1, start=6, workers=0, pin_memory=False))
     assert torch.equal(next(resumed)["A"], batches[3])
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_load_size(tmp_path):
+    """A JPEG far larger than the load size is decoded at 1/2..1/8 scale (faster), never below
+    the size the pipeline resizes to, and looks like the full decode resized."""
+    from PIL import Image
+
+    from translate.data.synthetic import render_pair
+    from translate.images import load_rgb, resize
+
+    a, b = render_pair(600, seed=0, index=3)
+    path = tmp_path / "big" / "train" / "0.jpg"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(np.concatenate([a, b], axis=1)).save(path, quality=95)
+    small = load_rgb(path, at_least=(144, 72))
+    assert small.shape == (75, 150, 3)  # 1/8 scale: the largest that keeps 144 x 72
+    full = load_rgb(path)
+    assert full.shape == (600, 1200, 3)
+    diff = np.abs(resize(small, (72, 144)).astype(float) - resize(full, (72, 144)).astype(float)).mean()
+    assert diff < 3.0
+    ds = TranslationDataset(detect_layout(tmp_path / "big"), size=64, load_size=None)
+    sample = ds[(0, 0)]
+    assert sample["A"].shape == (3, 64, 64) and sample["B"].shape == (3, 64, 64)

@@ -171,9 +171,9 @@ class _Decoder:
     def __init__(self) -> None:
         self.warned: set[Path] = set()
 
-    def load(self, path: Path) -> np.ndarray | None:
+    def load(self, path: Path, at_least: tuple[int, int] | None = None) -> np.ndarray | None:
         try:
-            return load_rgb(path)
+            return load_rgb(path, at_least=at_least)
         except Exception as exc:  # noqa: BLE001
             if path not in self.warned:
                 self.warned.add(path)
@@ -203,6 +203,8 @@ class TranslationDataset(Dataset):
         self.min_side = size if load_size == 0 else 0  # upscale here only when nothing resizes
         self.synthetic_count = synthetic_count
         self.render_size = default_load_size(size) if load_size is None else (load_size or size)
+        # a JPEG much larger than the load size decodes at a reduced scale (see images.load_rgb)
+        self.at_least = None if load_size == 0 else (self.render_size, self.render_size)
         self.transform = train_transform(size, load_size, flip, paired=True)
         self.transform_single = train_transform(size, load_size, flip, paired=False)
         scan = dict(min_side=size, max_bad_fraction=max_bad_fraction)  # note images smaller than the crop
@@ -272,14 +274,15 @@ class TranslationDataset(Dataset):
         if kind == "synthetic":
             return render_pair(self.render_size, self.seed, index)
         if kind == "aligned":
-            ab = self.decoder.load(self.files_A[index])
+            ab = self.decoder.load(self.files_A[index], self.at_least and (2 * self.render_size, self.render_size))
             if ab is None:
                 return None
             w = ab.shape[1] // 2
             if w == 0:
                 return None
             return ab[:, :w], ab[:, w: 2 * w]
-        a, b = self.decoder.load(self.files_A[index]), self.decoder.load(self.files_B[index])
+        a = self.decoder.load(self.files_A[index], self.at_least)
+        b = self.decoder.load(self.files_B[index], self.at_least)
         if a is None or b is None:
             return None
         b = resize(b, a.shape[:2])
@@ -290,7 +293,7 @@ class TranslationDataset(Dataset):
             pair = self._raw_pair(index)
             return None if pair is None else pair[0 if side == "A" else 1]
         files = self.files_A if side == "A" else self.files_B
-        return self.decoder.load(files[index])
+        return self.decoder.load(files[index], self.at_least)
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, torch.Tensor]:
         index, sample_seed = key if isinstance(key, tuple) else (key, key)
@@ -482,7 +485,7 @@ class GenerationDataset(Dataset):
         """Image ``i`` as uint8 HWC at the training size and channels (None: undecodable)."""
         if self.array is not None:
             return self.array[i]
-        img = self.decoder.load(self.set.files[i])
+        img = self.decoder.load(self.set.files[i], (self.size, self.size))
         return None if img is None else _channels(_square(img, self.size), self.channels)
 
     def _label(self, i: int) -> int:
