@@ -298,7 +298,8 @@ def only_main_logs() -> Iterator[None]:
     rank = _world.rank
 
     def tag(record: logging.LogRecord) -> bool:
-        record.msg = f"[rank {rank}] {record.msg}"
+        if not str(record.msg).startswith("[rank "):  # once, however many handlers see the record
+            record.msg = f"[rank {rank}] {record.msg}"
         return True
 
     prefix.filter = tag  # type: ignore[method-assign]
