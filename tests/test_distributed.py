@@ -145,3 +145,42 @@ def test_loader_workers_are_shared_by_the_processes_of_a_machine(monkeypatch):
     assert (default_workers(), default_workers(8)) == (8, 7)  # one core per training process, the rest shared
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
     assert (default_workers(), default_workers(2)) == (1, 0)
+
+
+def _failing_phase(rank: int, port: int, results) -> None:
+    """One rank of a two-process Gloo group: rank 0 fails a rank-0-only step."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    distributed.setup("cpu")
+    try:
+        def score():
+            raise CheckpointError("cannot read /runs/x/step-00000004")
+
+        distributed.on_main(score)
+        results.put((rank, "no error"))
+    except Exception as exc:  # noqa: BLE001
+        results.put((rank, f"{type(exc).__name__}: {exc}"))
+    finally:
+        distributed.teardown()
+
+
+def test_a_failure_on_one_rank_stops_every_rank():
+    """A step only rank 0 runs fails: rank 0 raises its own error, and rank 1, instead of waiting in
+    the next collective until the timeout, raises one naming rank 0's failure."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_failing_phase, args=(r, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    got = dict(results.get(timeout=5) for _ in procs)
+    assert got[0] == "CheckpointError: cannot read /runs/x/step-00000004"
+    assert got[1].startswith("DeviceError: rank 0 failed (CheckpointError: cannot read /runs/x/step-00000004)")

@@ -183,7 +183,8 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
 
     t = cfg.train
     world = distributed.world()
-    device = distributed.device_for(resolve_device(t.device))  # under torchrun: cuda:LOCAL_RANK
+    # under torchrun each rank trains on cuda:LOCAL_RANK; a rank without its GPU stops them all
+    device = distributed.everywhere(lambda: distributed.device_for(resolve_device(t.device)))
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     seed_everything(t.seed)
