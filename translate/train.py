@@ -177,7 +177,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     from .engine import distributed
     from .engine.checkpoint import list_checkpoints
     from .engine.device import resolve_device, seed_everything
-    from .engine.trainer import Trainer, lr_factor, total_steps_for
+    from .engine.trainer import Trainer, total_steps_for
     from .models import build_model
     from .report import plot_loss_curves
 
@@ -185,8 +185,6 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     world = distributed.world()
     # under torchrun each rank trains on cuda:LOCAL_RANK; a rank without its GPU stops them all
     device = distributed.everywhere(lambda: distributed.device_for(resolve_device(t.device)))
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
     seed_everything(t.seed)
 
     def load_data():
@@ -244,10 +242,10 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
              if trainer.dtype else "", ", compiled" if t.compile else "",
              f"torch {torch.__version__}, {platform.python_version()}")
     if world.active:
-        lr = t.lr * lr_factor(t.lr_scaling, world.size)
+        lr = t.lr * trainer.lr_factor
         log.info("data parallel over %s: effective batch %d (%d per process), learning rate %.3g (%s x %s, "
                  "--lr-scaling %s)%s", world.describe(), t.batch_size * world.size, t.batch_size, lr, t.lr,
-                 f"{lr_factor(t.lr_scaling, world.size):.3g}", t.lr_scaling,
+                 f"{trainer.lr_factor:.3g}", t.lr_scaling,
                  ", synchronised batch norm" if trainer.sync_bn else "")
     summary = trainer.fit(stop_at=stop_at)
     if world.main:

@@ -185,14 +185,14 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return values / _world.size
 
 
-def any_rank(*flags: bool) -> tuple[bool, ...] | bool:
-    """Each flag, true on every rank when it is true on any (a Ctrl-C on one machine stops them all
-    at the same step). One small all-reduce of a CPU tensor (Gloo): the GPU is not waited for."""
-    if _world.active:
-        t = torch.tensor([1.0 if f else 0.0 for f in flags])
-        _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
-        flags = tuple(bool(v > 0) for v in t.tolist())
-    return flags[0] if len(flags) == 1 else tuple(flags)
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any (a Ctrl-C on one machine stops them all at
+    the same step). One small all-reduce of a CPU tensor (Gloo): the GPU is not waited for."""
+    if not _world.active:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def gather_to_main(obj: T) -> list[T] | None:
@@ -294,20 +294,18 @@ def only_main_logs() -> Iterator[None]:
     logger = logging.getLogger("translate")
     level = logger.level
     logger.setLevel(logging.WARNING)
-    prefix = logging.Filter()
     rank = _world.rank
 
-    def tag(record: logging.LogRecord) -> bool:
+    def tag(record: logging.LogRecord) -> bool:  # a handler filter may be a plain callable
         if not str(record.msg).startswith("[rank "):  # once, however many handlers see the record
             record.msg = f"[rank {rank}] {record.msg}"
         return True
 
-    prefix.filter = tag  # type: ignore[method-assign]
     for h in logger.handlers:
-        h.addFilter(prefix)
+        h.addFilter(tag)
     try:
         yield
     finally:
         logger.setLevel(level)
         for h in logger.handlers:
-            h.removeFilter(prefix)
+            h.removeFilter(tag)
