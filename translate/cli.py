@@ -15,25 +15,19 @@ from .errors import TranslateError
 log = logging.getLogger("translate")
 
 
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm.auto import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001
-            self.handleError(record)
-
-
 def _setup_logging(quiet: bool, debug: bool) -> None:
-    handler = _TqdmHandler()
+    """One console handler on the package's logger; while a command runs, tqdm's logging bridge
+    (``tqdm.contrib.logging``) routes it through ``tqdm.write`` so log lines do not tear the bar."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("translate")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    _set_level(quiet, debug)
     root.propagate = False
+
+
+def _set_level(quiet: bool, debug: bool) -> None:
+    logging.getLogger("translate").setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -50,8 +44,12 @@ class TranslateGroup(click.Group):
     """Turns TranslateError (and any other failure) into one line on stderr and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        _setup_logging(bool(ctx.params.get("quiet")), bool(ctx.params.get("debug")))
         try:
-            return super().invoke(ctx)
+            with logging_redirect_tqdm(loggers=[logging.getLogger("translate")]):
+                return super().invoke(ctx)
         except TranslateError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -92,7 +90,6 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """Image-to-image translation with GANs: train, export to ONNX, translate folders fast."""
     ctx.ensure_object(dict)
     ctx.obj.update(quiet=quiet, debug=debug)
-    _setup_logging(quiet, debug)
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
@@ -179,7 +176,7 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
 
     quiet = ctx.obj["quiet"] or quiet_flag
     if quiet_flag:
-        _setup_logging(True, ctx.obj["debug"])
+        _set_level(True, ctx.obj["debug"])
     world = distributed.setup(options.get("device"))  # launched by torchrun: join the other processes
     try:
         with distributed.only_main_logs():

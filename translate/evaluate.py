@@ -377,7 +377,7 @@ def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Pat
     PSNR / SSIM over the files with equal names (relative path without extension). A fake of
     another size than its real image is resized to it (all pairs go to ``size``, or 256 x 256 when
     the real images differ in size among themselves)."""
-    from .data.folders import scan_images
+    from .data.scan import scan_images
     from .images import load_rgb
 
     real, fake = Path(real), Path(fake)

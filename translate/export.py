@@ -490,36 +490,15 @@ def to_fp16(model):
     """fp16 weights and activations for GPU providers; InstanceNormalization (whose variance
     overflows fp16 on bright images) stays fp32, as do the graph's inputs and outputs."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         half = convert_float_to_float16(model, keep_io_types=True, op_block_list=["InstanceNormalization",
                                                                                   "Resize", "Range", "Mod"])
-    _toposort(half.graph)  # the converter appends its input casts at the end of the node list
+    # the converter appends its input casts at the end of the node list; ONNX wants them first
+    OnnxModel.graph_topological_sort(half.graph, is_deterministic=True)
     return half
-
-
-def _toposort(graph) -> None:
-    """Order ``graph.node`` so every node comes after the nodes it reads from (ONNX requires it)."""
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    nodes, ordered = list(graph.node), []
-    while nodes:
-        rest = []
-        for n in nodes:
-            if all(i in ready for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(nodes):  # a cycle or a dangling input: leave the rest as they were
-            ordered += rest
-            break
-        nodes = rest
-    copies = [type(n)() for n in ordered]
-    for c, n in zip(copies, ordered):
-        c.CopyFrom(n)
-    del graph.node[:]
-    graph.node.extend(copies)
 
 
 # --- int8 --------------------------------------------------------------------------------------
