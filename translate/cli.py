@@ -11,6 +11,7 @@ import click
 from . import __version__
 from .data import MIRROR_ENV, ROOT_ENV
 from .errors import TranslateError
+from .metrics import EVAL_METRICS
 
 log = logging.getLogger("translate")
 
@@ -144,7 +145,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
               help="Hold the last N images (by file name) out of training as the validation split. [0]")
 @click.option("--eval-every", type=int, default=None, metavar="N",
               help="Score a fixed validation subset every N steps; the best checkpoint goes to RUN/best/. [off]")
-@click.option("--eval-metric", type=click.Choice(["fid", "kid", "l1", "psnr", "ssim", "class_accuracy"]),
+@click.option("--eval-metric", type=click.Choice(EVAL_METRICS),
               default=None, help="What --eval-every keeps the best checkpoint by. [fid]")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
               help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")

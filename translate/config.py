@@ -19,7 +19,6 @@ GENERATIVE = ("dcgan", "cgan")  # noise (and label) -> image
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 LR_SCALINGS = ("none", "linear", "sqrt")  # the learning rate under torchrun: x1, x world size, x its root
-EVAL_METRICS = ("fid", "kid", "l1", "psnr", "ssim", "class_accuracy")  # --eval-every picks the best by one
 
 
 @dataclass
@@ -320,6 +319,8 @@ def validate(cfg: RunConfig) -> None:
     need(t.swap_every == 0 or t.swap_steps < t.swap_every, "swap_steps must be smaller than swap_every")
     need(t.holdout >= 0 and t.eval_every >= 0, "--holdout and --eval-every must be 0 or more")
     need(t.eval_count >= 2, "eval_count must be at least 2 (FID and KID need two images)")
+    from .metrics import EVAL_METRICS
+
     need(t.eval_metric in EVAL_METRICS, f"unknown eval_metric {t.eval_metric!r}; choose one of "
                                         f"{', '.join(EVAL_METRICS)}")
     if t.model in GENERATIVE:

@@ -453,27 +453,12 @@ def _clean(obj):
 
 
 # --- a table for the terminal ------------------------------------------------------------------
-COLUMNS = (("l1", "L1", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("fid", "FID", "{:.2f}"),
-           ("kid", "KID x1e3", None), ("class_accuracy", "class acc", "{:.1%}"), ("classifier_fd", "clf FD", "{:.2f}"))
-
-
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    cols = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
-    header = ["", "n"] + [c[1] for c in cols]
-    rows = [header]
+    cols = metrics.metrics_in(results)
+    rows = [["", "n"] + [m.label for m in cols]]
     for name, r in results.items():
-        row = [name, str(r.get("n", ""))]
-        for key, _, fmt in cols:
-            v = r.get(key)
-            if v is None:
-                row.append("-")
-            elif key == "kid":  # the spread over subsets (0 when every subset is the whole set)
-                std = r.get("kid_std") or 0.0
-                row.append(f"{v * 1e3:.2f}" + (f" ± {std * 1e3:.2f}" if std > 0 else ""))
-            else:
-                row.append(fmt.format(v))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        rows.append([name, str(r.get("n", ""))] + [m.format(r) for m in cols])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in rows)
 

@@ -216,21 +216,18 @@ def _warnings_and_step(run_dir: Path) -> tuple[list, int]:
     return list(state.get("warnings", [])), int(state.get("step", 0))
 
 
-_SCORE_KEYS = (("n", "images", "{}"), ("l1", "L1", "{:.4f}"), ("psnr", "PSNR (dB)", "{:.2f}"),
-               ("ssim", "SSIM", "{:.4f}"), ("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"),
-               ("class_accuracy", "class accuracy", "{:.1%}"), ("classifier_fd", "classifier FD", "{:.2f}"))
-
-
 def _scores_table(results: dict) -> str:
     import html
 
-    keys = [k for k in _SCORE_KEYS if any(r.get(k[0]) is not None for r in results.values())]
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in keys)
+    from .metrics import metrics_in
+
+    cols = metrics_in(results)
+    head = "".join(f"<th>{html.escape(m.label)}</th>" for m in cols)
     rows = []
     for name, r in results.items():
-        cells = "".join(f"<td>{fmt.format(r[k]) if r.get(k) is not None else '-'}</td>" for k, _, fmt in keys)
-        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
-    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+        cells = "".join(f"<td>{html.escape(m.format(r))}</td>" for m in cols)
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{r.get('n', '-')}</td>{cells}</tr>")
+    return f"<table><tr><th></th><th>images</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def plot_eval_history(rows: list[dict], out_path: str | Path) -> Path:

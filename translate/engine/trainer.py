@@ -393,18 +393,17 @@ class Trainer:
 
     def _score(self) -> dict[str, Any]:
         from ..evaluate import metric_value
-        from ..metrics import HIGHER_IS_BETTER
+        from ..metrics import METRIC
 
         started = time.perf_counter()
         with self._judged() as generators:
             results = self.scorer(generators)
         metric = self.t.eval_metric
         value = metric_value(results, metric)
-        higher = HIGHER_IS_BETTER[metric]
+        judge = METRIC[metric]
         if self.best is not None and self.best["metric"] != metric:  # --eval-metric changed on resume
             self.best = None
-        better = not math.isnan(value) and (self.best is None or (value > self.best["value"] if higher
-                                                                   else value < self.best["value"]))
+        better = not math.isnan(value) and (self.best is None or judge.better(value, self.best["value"]))
         row = {"step": self.step, "metric": metric, "value": value, "best": better,
                "results": {d: {k: v for k, v in r.items() if k not in ("per_image", "per_class_accuracy",
                                                                      "per_class_classifier_fd")}
