@@ -521,9 +521,9 @@ def eval_cmd(source: Path | None, data: Path | None, pair: str | None, root: Pat
         click.echo(evaluate.format_table(scores["results"]))
         click.echo(f"-> {scores.pop('written')}")
     if json_out is not None:
-        from .fileio import atomic_write_text
+        from .fileio import atomic_write_text, json_safe
 
-        atomic_write_text(json_out, json.dumps(evaluate._clean(scores), indent=2) + "\n")
+        atomic_write_text(json_out, json.dumps(json_safe(scores), indent=2) + "\n")
 
 
 @cli.command()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import numpy as np
 
 from . import metrics
 from .errors import ConfigError, DataError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, json_safe
 from .images import resize
 
 log = logging.getLogger("translate.eval")
@@ -85,7 +84,7 @@ def translate_batch(net, images: np.ndarray, *, batch_size: int = 8, seed: int =
     of image ``i`` is drawn from seed ``seed + i`` (repeatable, as ``translate run --seed``)."""
     import torch
 
-    from .export import _seeded_noise
+    from .nn.layers import seeded_noise
     from .images import to_float, to_uint8
 
     device = next(net.parameters()).device
@@ -97,7 +96,7 @@ def translate_batch(net, images: np.ndarray, *, batch_size: int = 8, seed: int =
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(to_float(images[i:i + batch_size])).to(device)
                 seeds = torch.arange(seed + i, seed + i + len(x), dtype=torch.int64, device=device)
-                with _seeded_noise(net, True, seeds):
+                with seeded_noise(net, True, seeds):
                     out.append(to_uint8(net(x).float()))
     finally:
         net.train(was_training)
@@ -354,7 +353,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: 
     }
     if write:
         path = eval_file(loaded.run_dir, loaded.checkpoint)
-        atomic_write_text(path, json.dumps(_clean(report), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(json_safe(report), indent=2) + "\n")
         report["written"] = str(path)
     return report
 
@@ -439,17 +438,6 @@ def network_note(net: metrics.InceptionFeatures | None) -> str:
         return "not computed (FID / KID skipped)"
     return (f"2015 FID Inception (TF port, {net.path.name}), 2048-d pool features; images resized to 299 with "
             f"PIL bicubic per channel in float (clean-fid 'clean')")
-
-
-def _clean(obj):
-    """JSON-safe: NaN and infinities as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 # --- a table for the terminal ------------------------------------------------------------------

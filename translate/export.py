@@ -34,6 +34,7 @@ from torch import nn
 from . import __version__
 from .errors import CheckpointError, ConfigError, TranslateError
 from .fileio import atomic_path
+from .nn.layers import seeded_noise
 
 log = logging.getLogger("translate.export")
 
@@ -156,20 +157,8 @@ class _Graph(nn.Module):
         self.noise = noise
 
     def forward(self, image: torch.Tensor, noise_seed: torch.Tensor | None = None) -> torch.Tensor:
-        with _seeded_noise(self.net, self.noise, noise_seed):
+        with seeded_noise(self.net, self.noise, noise_seed):
             return self.net(image)
-
-
-@contextlib.contextmanager
-def _seeded_noise(net: nn.Module, active: bool, seeds: torch.Tensor | None):
-    """The exported graph's noise: drawn from ``seeds`` (fixed mode) or off; back to sampling after."""
-    from .nn.layers import set_noise_mode
-
-    set_noise_mode(net, "fixed" if active else "off", seeds if active else None)
-    try:
-        yield
-    finally:
-        set_noise_mode(net, "sample")
 
 
 def torch_reference(net: nn.Module, image: np.ndarray, seeds: np.ndarray | None, noise: bool) -> np.ndarray:
@@ -321,7 +310,7 @@ class _LatentGraph(nn.Module):
 
     def forward(self, latent: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         label = rest[0] if self.conditional else None
-        with _seeded_noise(self.net, self.noise, rest[-1] if self.noise else None):
+        with seeded_noise(self.net, self.noise, rest[-1] if self.noise else None):
             return self.net(latent, label)
 
 

@@ -104,12 +104,12 @@ def from_net(net, model_cfg, classes: list[str], source: str) -> Generator:
     :class:`Generator`; it runs on the network's device and returns NumPy."""
     import torch
 
-    from .export import _seeded_noise
+    from .nn.layers import seeded_noise
 
     device = next(net.parameters()).device
 
     def fn(latent: np.ndarray, label: np.ndarray | None, seeds: np.ndarray) -> np.ndarray:
-        with _seeded_noise(net, True, torch.from_numpy(seeds).to(device)), torch.no_grad():
+        with seeded_noise(net, True, torch.from_numpy(seeds).to(device)), torch.no_grad():
             y = None if label is None else torch.from_numpy(label).to(device)
             return net(torch.from_numpy(latent).to(device), y).float().cpu().numpy()
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, TrainingFailure
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, json_safe
 from . import distributed
 from .checkpoint import load_checkpoint, recover_dir, save_checkpoint, write_checkpoint_dir
 from .device import amp_dtype, rng_state, set_rng_state
@@ -385,10 +385,8 @@ class Trainer:
             self.best = distributed.from_main(self.best)
             payload = self.payload()
             if payload is not None:
-                from ..evaluate import _clean
-
                 write_checkpoint_dir(self.run_dir / BEST_DIR, *payload,
-                                     extra={"best.json": json.dumps(_clean(self.best), indent=2) + "\n"})
+                                     extra={"best.json": json.dumps(json_safe(self.best), indent=2) + "\n"})
         return row
 
     def _score(self) -> dict[str, Any]:
@@ -409,10 +407,8 @@ class Trainer:
                                                                      "per_class_classifier_fd")}
                            for d, r in results.items()},
                "seconds": round(time.perf_counter() - started, 2)}
-        from ..evaluate import _clean
-
         with open(self.run_dir / EVALS_FILE, "a") as f:
-            f.write(json.dumps(_clean(row)) + "\n")
+            f.write(json.dumps(json_safe(row)) + "\n")
         log.info("eval at step %d: %s %.4g%s", self.step, metric, value, " (best so far)" if better else "")
         if better:
             self.best = {"metric": metric, "value": value, "step": self.step}
