@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -93,6 +93,35 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     ctx.obj.update(quiet=quiet, debug=debug)
 
 
+class _Registered(click.Choice):
+    """A choice among what the model registry holds when the command runs (families registered by
+    a user's own module included); the registry, and torch with it, is loaded only then."""
+
+    def __init__(self, what: Callable[[], list[str]]) -> None:
+        super().__init__([])
+        self._what = what
+
+    @property
+    def choices(self):  # type: ignore[override]
+        return tuple(self._what())
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass
+
+
+def _families() -> list[str]:
+    from .models import FAMILIES
+
+    return list(FAMILIES)
+
+
+def _recipes() -> list[str]:
+    from .models import recipe_names
+
+    return recipe_names()
+
+
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
     import yaml
 
@@ -106,14 +135,14 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(["cyclegan", "pix2pix", "dcgan", "cgan"]), default=None,
+@click.option("--model", type=_Registered(_families), default=None,
               help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data, "
                    "dcgan for array files. dcgan / cgan generate images from noise (and a class).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images; for dcgan/cgan "
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
-@click.option("--recipe", type=click.Choice(["stable"]), default=None,
+@click.option("--recipe", type=_Registered(_recipes), default=None,
               help="A set of stabilisers under your own options (docs/stabilisers.md).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
@@ -188,9 +217,10 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
 
 def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
            set_values: tuple[str, ...], root: Path | None, mirror: str | None, options: dict[str, Any]) -> None:
-    from .config import load_yaml, split_options, validate
+    from .config import load_yaml, split_options
     from .engine import distributed
     from .errors import ConfigError
+    from .models import family_of, validate
     from .train import (RESUME_OVERRIDABLE, build_config, data_path, default_run_dir, load_run_config,
                         train as run_train)
 
@@ -205,7 +235,7 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
         given = {k: v for k, v in options.items() if v is not None}
         if "data" in given:  # compared with the run's stored (absolute) path
             given["data"] = data_path(given["data"])
-        train_kw, model_kw = split_options(given, cfg.train.model, "command line")
+        train_kw, model_kw = split_options(given, family_of(cfg).config_class, cfg.train.model, "command line")
         changed = []
         for key, value in train_kw.items():
             if key in RESUME_OVERRIDABLE:
@@ -367,32 +397,24 @@ def _check_writable(folder: Path) -> None:
         raise ConfigError(f"the output folder {folder} is not writable; check its permissions or choose another OUT")
 
 
-def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: bool) -> Path:
-    """--checkpoint: export the run's latest checkpoint once (export/<run>[-G]-step<N>[-fp16].onnx;
-    fp16 when it will run on a GPU)."""
-    from .engine.checkpoint import resolve_checkpoint
-    from .export import export_generator
-    from .runtime import gpu_usable
-
-    ckpt = resolve_checkpoint(run_dir)
+def _export_for_run(source: Path, generator: str | None, provider: str, quiet: bool) -> Path:
+    """--checkpoint: export a run's latest checkpoint (or a checkpoint folder) once, to
+    export/<run>[-G]-<checkpoint>-<config hash>[-fp16].onnx; fp16 when it will run on a GPU."""
     import onnxruntime as ort
 
+    from .export import export_generator
+    from .run import config_hash, open_checkpoint
+    from .runtime import gpu_usable
+
+    ckpt = open_checkpoint(source)
     fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and gpu_usable("cuda")
                                                 and "CUDAExecutionProvider" in ort.get_available_providers())
-    from .export import config_hash
-    from .train import load_run_config
-
-    tag = config_hash(load_run_config(ckpt.parent))[:8]  # two runs of one name do not share a cached export
-    name = ckpt.name
-    if (ckpt / "best.json").is_file():  # RUN/best moves on as training goes: name the step it holds
-        import json
-
-        name = f"{name}-step{int(json.loads((ckpt / 'best.json').read_text())['step']):08d}"
-    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{name}-{tag}" \
+    tag = config_hash(ckpt.config)[:8]  # two runs of one name do not share a cached export
+    target = Path("export") / f"{ckpt.run.name}{'-' + generator if generator else ''}-{ckpt.label}-{tag}" \
                               f"{'-fp16' if fp16 else ''}.onnx"
     if not target.is_file():
-        log.info("exporting %s to %s", ckpt, target)
-        export_generator(ckpt, generator=generator, out=target, fp16=fp16, quiet=quiet)
+        log.info("exporting %s to %s", ckpt.path, target)
+        export_generator(ckpt.path, generator=generator, out=target, fp16=fp16, quiet=quiet)
     return target
 
 

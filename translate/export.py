@@ -18,7 +18,6 @@ hash of the run's config.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -32,9 +31,10 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError, ConfigError, TranslateError
+from .errors import ConfigError, TranslateError
 from .fileio import atomic_path
 from .nn.layers import seeded_noise
+from .run import LoadedGenerator, config_hash, load_generator
 
 log = logging.getLogger("translate.export")
 
@@ -55,75 +55,6 @@ class ExportResult:
     checks: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     int8: dict[str, float] | None = None
-
-
-# --- loading a trained generator ---------------------------------------------------------------
-@dataclass
-class LoadedGenerator:
-    net: nn.Module
-    name: str  # "G", "G_AB", "G_BA"
-    cfg: Any  # RunConfig
-    run_dir: Path
-    checkpoint: Path
-    step: int
-    ema: bool
-
-    @property
-    def source_side(self) -> str:
-        """The domain the generator reads: "A" or "B"."""
-        if self.name == "G":
-            return "A" if self.cfg.model.direction == "AtoB" else "B"
-        return self.name[2]
-
-    @property
-    def direction(self) -> str:
-        return "AtoB" if self.source_side == "A" else "BtoA"
-
-
-def load_generator(source: str | Path, generator: str | None = None) -> LoadedGenerator:
-    """A run directory or a ``step-<N>`` folder -> its generator, in eval mode on the CPU, with the
-    EMA weights when the run kept them (those are what its sample grids showed)."""
-    return _load_generators(source, generator)[0]
-
-
-def load_generators(source: str | Path) -> dict[str, LoadedGenerator]:
-    """Every generator of a run or checkpoint by name (G, or G_AB and G_BA), from one read of it."""
-    return {g.name: g for g in _load_generators(source, None, every=True)}
-
-
-def _load_generators(source: str | Path, generator: str | None, every: bool = False) -> list[LoadedGenerator]:
-    from .engine.checkpoint import load_checkpoint, resolve_checkpoint
-    from .models import build_model
-    from .train import load_run_config
-
-    ckpt = resolve_checkpoint(source)
-    run_dir = ckpt.parent
-    cfg = load_run_config(run_dir)
-    model = build_model(cfg)
-    names = list(model.generators)
-    name = generator or names[0]
-    if name not in names:
-        raise ConfigError(f"{run_dir} has generators {', '.join(names)}, not {name!r}; choose one with --generator")
-    weights, state, ckpt = load_checkpoint(ckpt)
-    loaded = []
-    for name in names if every else [name]:
-        prefix = f"generators.{name}."
-        ema_prefix = f"ema.{name}."
-        use_ema = any(k.startswith(ema_prefix) for k in weights)
-        p = ema_prefix if use_ema else prefix
-        sd = {k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
-        net = model.generators[name]
-        missing, unexpected = net.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{ckpt} does not fit the {name} its config.json describes (missing "
-                                  f"{len(missing)}, unexpected {len(unexpected)} tensors); is config.json from this "
-                                  f"run?")
-        if use_ema and hasattr(model, "refresh_norm_stats"):  # batch-norm statistics of the averaged weights
-            with torch.random.fork_rng():
-                model.refresh_norm_stats(net)
-        net.eval()
-        loaded.append(LoadedGenerator(net, name, cfg, run_dir, ckpt, int(state.get("step", 0)), use_ema))
-    return loaded
 
 
 def size_multiple(net: nn.Module) -> int:
@@ -185,10 +116,6 @@ def _winograd_off(net: nn.Module):
             m.enabled = on
 
 
-def config_hash(cfg: Any) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
-
 def metadata_for(g: LoadedGenerator, noise: str, precision: str) -> dict[str, str]:
     t = g.cfg.train
     return {
@@ -240,7 +167,7 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     if opset < 13:
         raise ConfigError(f"--opset {opset} is too old; use 13 or newer (17 recommended)")
     g = load_generator(source, generator)
-    if is_generative(g) and int8:
+    if g.family.generative and int8:
         raise ConfigError(f"--int8 is calibrated on input images, and {g.cfg.train.model} generators take "
                           f"latents; export it in fp32 (or --fp16 for GPUs)")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
@@ -249,7 +176,7 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
         raise ConfigError(f"{path}: the output must end in .onnx")
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
-    if is_generative(g):
+    if g.family.generative:
         return _export_generative(g, path, opset=opset, noise=noise, fp16=fp16)
     calib_images = _calibration_images(calibration, g) if int8 else None
     active = noise == "sample" and has_noise(g.net)
@@ -289,12 +216,6 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
 
 
 # --- noise-to-image generators (dcgan, cgan) ----------------------------------------------------------
-def is_generative(g: LoadedGenerator) -> bool:
-    from .config import GENERATIVE
-
-    return g.cfg.train.model in GENERATIVE
-
-
 class _LatentGraph(nn.Module):
     """What is traced for a noise-to-image generator: ``latent`` (N, latent_dim) float32, then
     ``label`` (N,) int64 when class-conditional, then ``noise_seed`` (N,) int64 when the generator
@@ -325,13 +246,11 @@ def generative_inputs(net: nn.Module, noise: bool, n: int, seed: int = 0) -> dic
 
 
 def generative_metadata(g: LoadedGenerator, noise: str, precision: str) -> dict[str, str]:
-    from .train import read_classes
-
     t, m = g.cfg.train, g.cfg.model
     n_classes = int(getattr(m, "n_classes", 0))
     return {
         "family": t.model, "generator": g.name, "latent_dim": str(m.latent_dim), "latent": m.latent,
-        "n_classes": str(n_classes), "classes": json.dumps(read_classes(g.run_dir, n_classes) if n_classes else []),
+        "n_classes": str(n_classes), "classes": json.dumps(g.checkpoint.classes(n_classes) if n_classes else []),
         "channels": str(g.net.channels), "train_size": str(t.size),
         "normalisation": json.dumps({"mean": [0.5] * g.net.channels, "std": [0.5] * g.net.channels,
                                      "range": [-1, 1], "layout": "NCHW"}),
@@ -431,7 +350,7 @@ def _real_images(g: LoadedGenerator, n: int, side: int) -> np.ndarray | None:
     t = g.cfg.train
     try:
         layout = detect_layout(t.data)
-        ds = TranslationDataset(layout, size=side, load_size=None, flip=False, unpaired=t.model == "cyclegan",
+        ds = TranslationDataset(layout, size=side, load_size=None, flip=False, unpaired=g.family.data == "unpaired",
                                 synthetic_count=t.synthetic_count, seed=t.seed)
         batch = ds.sample_batch(n)
     except TranslateError as exc:

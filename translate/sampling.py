@@ -86,17 +86,16 @@ class Generator:
 
 
 def from_run(source: str | Path) -> Generator:
-    """The generator of a run (EMA weights when kept), on the CPU."""
-    from .config import GENERATIVE
-    from .export import load_generator
-    from .train import read_classes
+    """The generator of a run or checkpoint folder (EMA weights when kept), on the CPU."""
+    from .run import load_generator
 
     g = load_generator(source)
-    if g.cfg.train.model not in GENERATIVE:
-        raise ConfigError(f"{g.run_dir} is a {g.cfg.train.model} run, which translates images; 'translate run' "
-                          f"translates a folder with it. 'translate sample' is for dcgan / cgan runs")
+    if not g.family.generative:
+        raise ConfigError(f"{g.checkpoint.path} is a {g.cfg.train.model} run, which translates images; 'translate "
+                          f"run' translates a folder with it. 'translate sample' is for noise-to-image runs "
+                          f"(dcgan, cgan)")
     n_classes = int(getattr(g.cfg.model, "n_classes", 0))
-    return from_net(g.net, g.cfg.model, read_classes(g.run_dir, n_classes) if n_classes else [], str(g.run_dir))
+    return from_net(g.net, g.cfg.model, g.checkpoint.classes(n_classes) if n_classes else [], str(g.run_dir))
 
 
 def from_net(net, model_cfg, classes: list[str], source: str) -> Generator:
