@@ -170,6 +170,11 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, default=None, help="Seeds Python, NumPy, torch and the data stream. [0]")
 @click.option("--stop-on-failure", is_flag=True, default=None,
               help="End the run when the health monitor detects a failure.")
+@click.option("--on-nan", type=click.Choice(["rollback", "stop", "warn"]), default=None,
+              help="A NaN or infinite loss: roll back to the last checkpoint with the learning rate halved "
+                   "(3 times in a row at most), stop, or only warn. [rollback]")
+@click.option("--log", "log_to", type=click.Choice(["tensorboard"]), default=None,
+              help="Also write TensorBoard event files to RUN/tensorboard/ (pip install 'translate[tensorboard]').")
 @click.option("--holdout", type=int, default=None, metavar="N",
               help="Hold the last N images (by file name) out of training as the validation split. [0]")
 @click.option("--eval-every", type=int, default=None, metavar="N",
@@ -204,6 +209,7 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
     """
     from .engine import distributed
 
+    options["log"] = options.pop("log_to")
     quiet = ctx.obj["quiet"] or quiet_flag
     if quiet_flag:
         _set_level(True, ctx.obj["debug"])

@@ -185,7 +185,7 @@ class Run(_Metadata):
         """Where the scores of ``checkpoint`` go: ``RUN/eval.json`` for the run's latest checkpoint,
         ``RUN/eval-<checkpoint>.json`` for another (``best``, an older ``step-<N>``, a folder copied
         on its own), so scoring the best checkpoint does not replace the scores of the latest."""
-        latest = self.latest()
+        latest = self.latest() if self.is_run() else None
         if latest is not None and checkpoint.path.resolve() == latest.path.resolve():
             return self.path / EVAL_FILE
         return self.path / f"eval-{checkpoint.name}.json"

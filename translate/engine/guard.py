@@ -1,4 +1,4 @@
-"""``--on-nan``: what the trainer does when a loss becomes NaN or infinite.
+"""``--on-nan``: what the trainer does when a loss (or a gradient) becomes NaN or infinite.
 
 - ``rollback`` (default): back to the last checkpoint (or the run's start), with the learning
   rate halved over the stretch that failed; the next failure before that stretch is passed halves

@@ -173,6 +173,7 @@ class Checkpointer:
         the run has none yet (it starts from step 0 with its saved config)."""
         loaded = distributed.everywhere(lambda: newest_loadable(self.run_dir))
         if loaded is None:
+            self.after_restore(0)  # rows a run killed before its first checkpoint wrote
             return None
         weights, state, path = loaded
         restore(trainer, weights, state, str(path))

@@ -278,13 +278,15 @@ class Trainer:
 
     # --- NaN and infinities --------------------------------------------------------------------------
     def _watch(self, logs: dict[str, torch.Tensor]) -> None:
-        """Fold this step's losses into the finiteness flag (no host sync: checked at log rows and saves)."""
-        losses = [v.detach().float().reshape(()) for k, v in logs.items() if k.startswith("loss")]
+        """Fold this step's losses and gradient norms into the finiteness flag (no host sync: checked
+        at log rows and before every save). A non-finite gradient norm means the weights just took a
+        non-finite update, which no checkpoint may hold, though the losses were still finite."""
+        losses = [v.detach().float().reshape(()) for k, v in logs.items() if k.startswith(("loss", "grad_norm/"))]
         if losses:
             self._finite &= torch.isfinite(torch.stack(losses)).all()
 
     def _losses_finite(self) -> bool:
-        """Were all losses finite since the last check (on every rank)? Resets the flag."""
+        """Were all losses and gradients finite since the last check (on every rank)? Resets the flag."""
         ok = not distributed.any_rank(not bool(self._finite))
         self._finite.fill_(True)
         if ok:
@@ -321,9 +323,10 @@ class Trainer:
         """Back to the newest good checkpoint, or to the run's start when none was written yet."""
         if self.checkpoints is not None and self.checkpoints.resume(self) is not None:
             return
+        if self._start is None:
+            raise TrainingFailure(f"a loss became NaN or infinite by step {self.step} and there is no checkpoint to "
+                                  f"roll back to; lower the learning rate (--lr) and start again")
         restore(self, *self._start, "the run's start", own=True)
-        if self.checkpoints is not None:
-            self.checkpoints.after_restore(self.step)
 
     def _apply_lr(self) -> None:
         """Set the optimisers' rates for the current step (after a rollback changed the guard)."""
