@@ -9,12 +9,14 @@ through the whole CLI and API.
 from __future__ import annotations
 
 from .base import GANModel, Translation
-from .conditional import CGAN  # importing a family's module registers it
-from .cyclegan import CycleGAN
-from .pix2pix import Pix2Pix
 from .registry import (FAMILIES, build_model, config_from_dict, default_family, family, family_of, recipe_names,
                        register, validate)
-from .unconditional import DCGAN
+
+# importing a family's module registers it (in this order: the --model choices' order)
+from .cyclegan import CycleGAN  # noqa: E402, I001
+from .pix2pix import Pix2Pix  # noqa: E402
+from .unconditional import DCGAN  # noqa: E402
+from .conditional import CGAN  # noqa: E402
 
 __all__ = ["GANModel", "Translation", "CycleGAN", "Pix2Pix", "DCGAN", "CGAN", "FAMILIES", "register", "family",
            "family_of", "default_family", "recipe_names", "config_from_dict", "validate", "build_model"]
