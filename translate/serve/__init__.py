@@ -20,7 +20,7 @@ from ..errors import ConfigError
 __all__ = ["Settings", "create_app", "require", "run_server"]
 
 # module name -> the PyPI package that provides it (all in the `serve` extra)
-SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart",
+SERVE_MODULES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python_multipart": "python-multipart",
                  "prometheus_client": "prometheus-client"}
 
 

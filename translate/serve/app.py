@@ -31,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from ..runtime import SEED_RANGE, ImageTooLarge, Translator, UnreadableImage, decode_bytes, encode_bytes, noise_seed
@@ -190,11 +191,11 @@ async def read_upload(request: Request, max_images: int) -> tuple[list[tuple[str
     fields: dict[str, str] = {}
     if ctype == "multipart/form-data":
         try:
-            form = await request.form(max_files=max_images, max_fields=16)
+            form = await request.form(max_files=max(max_images, MAX_IMAGES_PER_REQUEST), max_fields=16)
         except StarletteHTTPException as exc:
             many = "Too many files" in str(exc.detail)
             raise ApiError(413 if many else 400, "too_many_images" if many else "bad_multipart",
-                           f"{exc.detail} (at most {max_images} image(s) per request)" if many
+                           f"{exc.detail} (at most {MAX_IMAGES_PER_REQUEST} images per request)" if many
                            else f"bad multipart body: {exc.detail}") from None
         try:
             for key, value in form.multi_items():
@@ -288,6 +289,10 @@ class _Edge:
                                                f"server's limit of {limit} bytes (--max-bytes)"))
                 receive = _capped(receive, limit)
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:  # gone before its body was read: nothing to answer, nothing wrong here
+            log.debug("client went away during %s %s", scope["method"], scope["path"])
+            sent["status"] = 499  # (nginx's code for it, in the metrics only)
+            metrics.errors.labels("client_disconnected").inc()
         except Exception:  # noqa: BLE001 - anything unexpected: one line to the client, the traceback here
             log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
             if not sent["started"]:

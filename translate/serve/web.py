@@ -29,7 +29,7 @@ ORT_WEB_VERSION = "1.31.1"  # the onnxruntime-web release the page is written an
 ORT_WEB_ENV = "TRANSLATE_ORT_WEB"  # a dist/ folder to use instead of the cache
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 TILE = 512  # the browser's tile side: WebAssembly memory is smaller than a server's
-SITE_FILES = ("index.html", "model.onnx", *ORT_FILES, "onnxruntime-web-LICENSE.txt")
+SITE_FILES = ("index.html", "model.onnx", *ORT_FILES)  # (the runtime's files carry its MIT licence notice)
 
 
 @dataclass
@@ -157,9 +157,6 @@ def write_site(model: Path, out: Path, *, ort_web: Path | None = None, overwrite
     out.mkdir(parents=True, exist_ok=True)
     for name in ORT_FILES:
         _copy(dist / name, out / name)
-    license_file = dist.parent / "LICENSE"
-    if license_file.is_file():
-        _copy(license_file, out / "onnxruntime-web-LICENSE.txt")
     _copy(model, out / "model.onnx")
     config = {
         "mode": "web", "model": "model.onnx", "ort": ORT_FILES[0], "ort_version": version, "tile": TILE,
