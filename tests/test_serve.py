@@ -379,6 +379,27 @@ def test_api_key(models, tmp_path, monkeypatch):
     one_line_error(r.exit_code, r.output, "export/ holds no .onnx")
 
 
+def test_serve_picks_its_model_as_translate_run_does(models, tmp_path, monkeypatch):
+    """MODEL.onnx, --checkpoint RUN (exported on the fly, once) or the newest file in export/."""
+    from translate.serve import server
+
+    started = []
+    monkeypatch.setattr(server, "run_server", lambda translator, settings, **kw: started.append((translator, kw)))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    run = models["cyclegan"].parent / "cyclegan-run"  # the run the fixture exported from
+    r = runner.invoke(cli, ["serve", "--checkpoint", str(run), "--port", "0", "--max-batch", "4"])
+    assert r.exit_code == 0, r.output
+    translator, kw = started[-1]
+    assert translator.path.parent == Path("export") and translator.path.name.startswith("cyclegan-run-step-")
+    assert translator.batch_size == 4 and kw["host"] == "127.0.0.1" and kw["port"] == 0
+    r = runner.invoke(cli, ["serve"])  # the export just made is the newest in export/
+    assert r.exit_code == 0 and started[-1][0].path == translator.path, r.output
+    assert "the newest model in export/" in r.output
+    r = runner.invoke(cli, ["serve", str(models["cyclegan"]), "--checkpoint", str(run)])
+    one_line_error(r.exit_code, r.output, "give one")
+
+
 def test_exposed_without_a_key_warns(models, monkeypatch):
     from translate.errors import ConfigError
     from translate.serve import server
