@@ -144,7 +144,7 @@ def test_serving_path_imports_no_torch(models):
             "    assert r.status_code == 200, r.text\n"
             "    assert Image.open(io.BytesIO(r.content)).size == (20, 12)\n"
             "bad = [m for m in ('torch', 'torchvision') if m in sys.modules]\nassert not bad, bad\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -484,7 +484,6 @@ def test_dynamic_batching_merges_concurrent_requests_of_one_shape(models):
                                   np.asarray(t(Image.open(io.BytesIO(d)))))
         # and the server goes on: a full batch goes at once, without waiting
         with ThreadPoolExecutor(8) as pool:
-            started = time.perf_counter()
             answers = list(pool.map(lambda d: s.client.post("/v1/translate", content=d), a + a[:3]))
         assert all(r.status_code == 200 for r in answers)
         assert any(r.headers["X-Batch-Size"] == "8" for r in answers)

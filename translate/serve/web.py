@@ -75,7 +75,7 @@ def npm_install(prefix: Path, timeout: float = 600) -> Path:
         try:
             done = subprocess.run([npm, "install", "--prefix", str(tmp), "--no-audit", "--no-fund", "--ignore-scripts",
                                    "--loglevel", "error", f"onnxruntime-web@{ORT_WEB_VERSION}"],
-                                  capture_output=True, text=True, timeout=timeout)
+                                  capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             raise ConfigError(f"npm install onnxruntime-web@{ORT_WEB_VERSION} took over {timeout:.0f} s; check the "
                               f"access to the npm registry, or pass --ort-web DIR") from None
