@@ -590,7 +590,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def ort_web():
     from translate.serve.web import local_ort_web
 
-    dist = local_ort_web(ROOT / "build", install=True)  # what 'make web-deps' installs
+    dist = local_ort_web(ROOT / "build", install=True, timeout=180)  # what 'make web-deps' installs
     if dist is None:
         pytest.skip("needs onnxruntime-web from npm (make web-deps; no npm or no registry here)")
     return dist

@@ -121,7 +121,7 @@ def find_ort_web(ort_web: Path | None = None, *, install: bool = True) -> Path:
     return npm_install(ort_web_cache())
 
 
-def local_ort_web(root: Path = Path("build"), *, install: bool = False) -> Path | None:
+def local_ort_web(root: Path = Path("build"), *, install: bool = False, timeout: float = 600) -> Path | None:
     """A project checkout's own copy (``build/onnxruntime-web-VERSION``, what ``make web-deps``
     installs and the browser tests and benchmarks use): its dist/ folder, or None when it is missing
     (and cannot be installed: no npm, no registry)."""
@@ -132,7 +132,7 @@ def local_ort_web(root: Path = Path("build"), *, install: bool = False) -> Path 
     if not install:
         return None
     try:
-        return npm_install(prefix)
+        return npm_install(prefix, timeout=timeout)
     except ConfigError as exc:
         log.warning("%s", exc)
         return None
