@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from translate.data.folders import StreamSampler
 from translate.engine import distributed
-from translate.engine.trainer import lr_factor
+from translate.engine.schedule import lr_factor
 from translate.errors import CheckpointError
 from translate.train import build_config, train
 

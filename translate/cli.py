@@ -4,36 +4,31 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from . import __version__
 from .data import MIRROR_ENV, ROOT_ENV
 from .errors import TranslateError
+from .metrics import EVAL_METRICS
 
 log = logging.getLogger("translate")
 
 
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm.auto import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001
-            self.handleError(record)
-
-
 def _setup_logging(quiet: bool, debug: bool) -> None:
-    handler = _TqdmHandler()
+    """One console handler on the package's logger; while a command runs, tqdm's logging bridge
+    (``tqdm.contrib.logging``) routes it through ``tqdm.write`` so log lines do not tear the bar."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("translate")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    _set_level(quiet, debug)
     root.propagate = False
+
+
+def _set_level(quiet: bool, debug: bool) -> None:
+    logging.getLogger("translate").setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -50,8 +45,12 @@ class TranslateGroup(click.Group):
     """Turns TranslateError (and any other failure) into one line on stderr and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        _setup_logging(bool(ctx.params.get("quiet")), bool(ctx.params.get("debug")))
         try:
-            return super().invoke(ctx)
+            with logging_redirect_tqdm(loggers=[logging.getLogger("translate")]):
+                return super().invoke(ctx)
         except TranslateError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -92,7 +91,35 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """Image-to-image translation with GANs: train, export to ONNX, translate folders fast."""
     ctx.ensure_object(dict)
     ctx.obj.update(quiet=quiet, debug=debug)
-    _setup_logging(quiet, debug)
+
+
+class _Registered(click.Choice):
+    """A choice among what the model registry holds when the command runs (families registered by
+    a user's own module included); the registry, and torch with it, is loaded only then."""
+
+    def __init__(self, what: Callable[[], list[str]]) -> None:
+        super().__init__([])
+        self._what = what
+
+    @property
+    def choices(self):  # type: ignore[override]
+        return tuple(self._what())
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass
+
+
+def _families() -> list[str]:
+    from .models import FAMILIES
+
+    return list(FAMILIES)
+
+
+def _recipes() -> list[str]:
+    from .models import recipe_names
+
+    return recipe_names()
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
@@ -108,14 +135,14 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(["cyclegan", "pix2pix", "dcgan", "cgan"]), default=None,
+@click.option("--model", type=_Registered(_families), default=None,
               help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data, "
                    "dcgan for array files. dcgan / cgan generate images from noise (and a class).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images; for dcgan/cgan "
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
-@click.option("--recipe", type=click.Choice(["stable"]), default=None,
+@click.option("--recipe", type=_Registered(_recipes), default=None,
               help="A set of stabilisers under your own options (docs/stabilisers.md).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
@@ -147,7 +174,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
               help="Hold the last N images (by file name) out of training as the validation split. [0]")
 @click.option("--eval-every", type=int, default=None, metavar="N",
               help="Score a fixed validation subset every N steps; the best checkpoint goes to RUN/best/. [off]")
-@click.option("--eval-metric", type=click.Choice(["fid", "kid", "l1", "psnr", "ssim", "class_accuracy"]),
+@click.option("--eval-metric", type=click.Choice(EVAL_METRICS),
               default=None, help="What --eval-every keeps the best checkpoint by. [fid]")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
               help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")
@@ -179,7 +206,7 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
 
     quiet = ctx.obj["quiet"] or quiet_flag
     if quiet_flag:
-        _setup_logging(True, ctx.obj["debug"])
+        _set_level(True, ctx.obj["debug"])
     world = distributed.setup(options.get("device"))  # launched by torchrun: join the other processes
     try:
         with distributed.only_main_logs():
@@ -190,9 +217,10 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
 
 def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
            set_values: tuple[str, ...], root: Path | None, mirror: str | None, options: dict[str, Any]) -> None:
-    from .config import load_yaml, split_options, validate
+    from .config import load_yaml, split_options
     from .engine import distributed
     from .errors import ConfigError
+    from .models import family_of, validate
     from .train import (RESUME_OVERRIDABLE, build_config, data_path, default_run_dir, load_run_config,
                         train as run_train)
 
@@ -207,7 +235,7 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
         given = {k: v for k, v in options.items() if v is not None}
         if "data" in given:  # compared with the run's stored (absolute) path
             given["data"] = data_path(given["data"])
-        train_kw, model_kw = split_options(given, cfg.train.model, "command line")
+        train_kw, model_kw = split_options(given, family_of(cfg).config_class, cfg.train.model, "command line")
         changed = []
         for key, value in train_kw.items():
             if key in RESUME_OVERRIDABLE:
@@ -369,32 +397,24 @@ def _check_writable(folder: Path) -> None:
         raise ConfigError(f"the output folder {folder} is not writable; check its permissions or choose another OUT")
 
 
-def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: bool) -> Path:
-    """--checkpoint: export the run's latest checkpoint once (export/<run>[-G]-step<N>[-fp16].onnx;
-    fp16 when it will run on a GPU)."""
-    from .engine.checkpoint import resolve_checkpoint
-    from .export import export_generator
-    from .runtime import gpu_usable
-
-    ckpt = resolve_checkpoint(run_dir)
+def _export_for_run(source: Path, generator: str | None, provider: str, quiet: bool) -> Path:
+    """--checkpoint: export a run's latest checkpoint (or a checkpoint folder) once, to
+    export/<run>[-G]-<checkpoint>-<config hash>[-fp16].onnx; fp16 when it will run on a GPU."""
     import onnxruntime as ort
 
+    from .export import export_generator
+    from .run import config_hash, open_checkpoint
+    from .runtime import gpu_usable
+
+    ckpt = open_checkpoint(source)
     fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and gpu_usable("cuda")
                                                 and "CUDAExecutionProvider" in ort.get_available_providers())
-    from .export import config_hash
-    from .train import load_run_config
-
-    tag = config_hash(load_run_config(ckpt.parent))[:8]  # two runs of one name do not share a cached export
-    name = ckpt.name
-    if (ckpt / "best.json").is_file():  # RUN/best moves on as training goes: name the step it holds
-        import json
-
-        name = f"{name}-step{int(json.loads((ckpt / 'best.json').read_text())['step']):08d}"
-    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{name}-{tag}" \
+    tag = config_hash(ckpt.config)[:8]  # two runs of one name do not share a cached export
+    target = Path("export") / f"{ckpt.run.name}{'-' + generator if generator else ''}-{ckpt.label}-{tag}" \
                               f"{'-fp16' if fp16 else ''}.onnx"
     if not target.is_file():
-        log.info("exporting %s to %s", ckpt, target)
-        export_generator(ckpt, generator=generator, out=target, fp16=fp16, quiet=quiet)
+        log.info("exporting %s to %s", ckpt.path, target)
+        export_generator(ckpt.path, generator=generator, out=target, fp16=fp16, quiet=quiet)
     return target
 
 
@@ -654,9 +674,9 @@ def eval_cmd(source: Path | None, data: Path | None, pair: str | None, root: Pat
         click.echo(evaluate.format_table(scores["results"]))
         click.echo(f"-> {scores.pop('written')}")
     if json_out is not None:
-        from .fileio import atomic_write_text
+        from .fileio import atomic_write_text, json_safe
 
-        atomic_write_text(json_out, json.dumps(evaluate._clean(scores), indent=2) + "\n")
+        atomic_write_text(json_out, json.dumps(json_safe(scores), indent=2) + "\n")
 
 
 @cli.command()

@@ -1,19 +1,20 @@
-"""Model families. Each is one small file over the shared engine."""
+"""Model families: each is one small file over the shared engine, registered by name.
+
+A family is a :class:`GANModel` subclass that declares what it is (see ``base.py``) and is
+registered with :func:`register`; everything else (the CLI's ``--model`` choices, configs, data,
+export, eval, sampling, reports) reads the registry and the family's declared hooks, never a
+family's name. A family defined in a user's (or a test's) own module and registered there works
+through the whole CLI and API.
+"""
 from __future__ import annotations
 
-from typing import Any
-
-from .base import GANModel
-from .conditional import CGAN
+from .base import GANModel, Translation
+from .conditional import CGAN  # importing a family's module registers it
 from .cyclegan import CycleGAN
 from .pix2pix import Pix2Pix
+from .registry import (FAMILIES, build_model, config_from_dict, default_family, family, family_of, recipe_names,
+                       register, validate)
 from .unconditional import DCGAN
 
-FAMILIES: dict[str, type[GANModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix, "dcgan": DCGAN, "cgan": CGAN}
-
-
-def build_model(run_cfg: Any) -> GANModel:
-    return FAMILIES[run_cfg.train.model](run_cfg.model, run_cfg.train)
-
-
-__all__ = ["GANModel", "CycleGAN", "Pix2Pix", "DCGAN", "CGAN", "FAMILIES", "build_model"]
+__all__ = ["GANModel", "Translation", "CycleGAN", "Pix2Pix", "DCGAN", "CGAN", "FAMILIES", "register", "family",
+           "family_of", "default_family", "recipe_names", "config_from_dict", "validate", "build_model"]
