@@ -68,11 +68,12 @@ def export_default_generator(dst: Path, size: int) -> Path:
     from translate.engine.checkpoint import save_checkpoint
     from translate.export import export_generator
     from translate.models import build_model
-    from translate.train import build_config, write_run_config
+    from translate.run import Run
+    from translate.train import build_config
 
     run = dst / "untrained-run"
     cfg = build_config({"model": "cyclegan", "size": size, "steps": 1})
-    write_run_config(run, cfg)
+    Run(run).write_config(cfg)
     model = build_model(cfg)
     save_checkpoint(run, 0, {k: v.contiguous() for k, v in model.state_dict().items()}, {"step": 0})
     return export_generator(run, out=dst / "resnet9.onnx", quiet=True).path

@@ -45,11 +45,12 @@ def _export_untrained(root: Path, name: str, **opts) -> Path:
     from translate.engine.checkpoint import save_checkpoint
     from translate.export import export_generator
     from translate.models import build_model
-    from translate.train import build_config, write_run_config
+    from translate.run import Run
+    from translate.train import build_config
 
     cfg = build_config({**TINY, "steps": 1, **opts})
     run = root / f"{name}-run"
-    write_run_config(run, cfg)
+    Run(run).write_config(cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
     save_checkpoint(run, 0, {k: v.contiguous() for k, v in model.state_dict().items()}, {"step": 0})
