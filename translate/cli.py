@@ -424,6 +424,137 @@ def _export_for_run(source: Path, generator: str | None, provider: str, quiet: b
     return target
 
 
+# --- translate serve / web --------------------------------------------------------------------------
+def _model_or_newest(model: Path | None, checkpoint: Path | None, generator: str | None, provider: str,
+                     quiet: bool) -> Path:
+    """MODEL.onnx, or a run's generator exported on the fly (--checkpoint), or the newest model in
+    export/ (as `translate run` picks it)."""
+    from .errors import ConfigError
+    from .runtime import newest_model
+
+    if model is not None and checkpoint is not None:
+        raise ConfigError("MODEL.onnx and --checkpoint both name the model; give one")
+    if checkpoint is not None:
+        return _export_for_run(checkpoint, generator, provider, quiet)
+    if model is None:
+        model = newest_model("export")
+        if model is None:
+            raise ConfigError("no MODEL.onnx given and export/ holds no .onnx file; export one with 'translate export "
+                              "checkpoints/<run>', or give MODEL.onnx or --checkpoint RUN_DIR")
+        log.info("using %s (the newest model in export/)", model)
+    return model
+
+
+def _read_api_key(path: Path) -> str:
+    from .errors import ConfigError
+
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the API key file {path} ({getattr(exc, 'strerror', None) or exc}); give a "
+                          f"readable UTF-8 file holding the key") from None
+    if not key or "\n" in key or len(key) < 16:
+        raise ConfigError(f"{path} must hold one key of at least 16 characters on one line (e.g. from "
+                          f"'python -c \"import secrets; print(secrets.token_urlsafe(32))\"')")
+    if path.stat().st_mode & 0o077:
+        log.warning("%s is readable by other users; chmod 600 it", path)
+    return key
+
+
+@cli.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path), metavar="[MODEL.onnx]")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
+              help="A training run instead of MODEL.onnx: its generator is exported first (needs torch).")
+@click.option("--generator", default=None, metavar="NAME", help="With --checkpoint: G, G_AB or G_BA.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 exposes the server (use --api-key-file then).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free one, printed).")
+@click.option("--max-batch", type=int, default=8, show_default=True,
+              help="At most this many images of one shape per inference call.")
+@click.option("--max-wait-ms", type=float, default=10.0, show_default=True,
+              help="How long an image may wait for others of its shape to join its batch.")
+@click.option("--provider", type=click.Choice(["auto", "cuda", "tensorrt", "cpu"]), default="auto",
+              show_default=True, help="auto prefers TensorRT, then CUDA, then the CPU.")
+@click.option("--threads", type=int, default=None, help="onnxruntime threads per inference call. [all cores]")
+@click.option("--max-pixels", type=int, default=4096 * 4096, show_default=True,
+              help="Largest image accepted, in pixels (checked from the header, before decoding).")
+@click.option("--max-bytes", type=int, default=32 << 20, show_default=True,
+              help="Largest request body accepted, in bytes (checked before it is read).")
+@click.option("--api-key-file", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Require 'Authorization: Bearer KEY' with the key this file holds.")
+@click.pass_context
+def serve(ctx: click.Context, model: Path | None, checkpoint: Path | None, generator: str | None, host: str,
+          port: int, max_batch: int, max_wait_ms: float, provider: str, threads: int | None, max_pixels: int,
+          max_bytes: int, api_key_file: Path | None) -> None:
+    """Serve an exported model over HTTP: POST /v1/translate, /v1/translate/batch, GET /v1/model,
+    /healthz, /metrics, and a page at / (needs the serve extra). SIGTERM or Ctrl-C finishes the
+    requests in flight, then stops.
+
+    \b
+    Examples:
+      translate serve                                       # newest model in export/, http://127.0.0.1:8000
+      translate serve export/h2z.onnx --port 9000 --max-batch 16
+      translate serve --checkpoint checkpoints/facades-pix2pix
+      translate serve export/h2z.onnx --host 0.0.0.0 --api-key-file key.txt
+    """
+    from .errors import ConfigError
+    from .serve import require
+
+    require()
+    for name, value, low in (("--max-batch", max_batch, 1), ("--max-pixels", max_pixels, 1),
+                             ("--max-bytes", max_bytes, 1), ("--threads", threads, 1), ("--port", port, 0)):
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be at least {low}, not {value}")
+    if not 0 <= max_wait_ms <= 10_000:
+        raise ConfigError(f"--max-wait-ms must be from 0 to 10000, not {max_wait_ms:g}")
+    if port > 65535:
+        raise ConfigError(f"--port must be at most 65535, not {port}")
+    key = _read_api_key(api_key_file) if api_key_file is not None else None
+    path = _model_or_newest(model, checkpoint, generator, provider, ctx.obj["quiet"])
+
+    from .runtime import Translator
+    from .serve.app import Settings
+    from .serve.server import run_server
+
+    translator = Translator(path, provider=provider, threads=threads, batch_size=max_batch)
+    settings = Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_pixels=max_pixels, max_bytes=max_bytes,
+                        api_key=key)
+    run_server(translator, settings, host=host, port=port,
+               log_level="debug" if ctx.obj["debug"] else "warning" if ctx.obj["quiet"] else "info",
+               access_log=not ctx.obj["quiet"])
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="[MODEL.onnx] OUT_DIR")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
+              help="A training run instead of MODEL.onnx: its generator is exported first (needs torch).")
+@click.option("--generator", default=None, metavar="NAME", help="With --checkpoint: G, G_AB or G_BA.")
+@click.option("--ort-web", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="onnxruntime-web's dist/ folder to copy from. [npm install into the cache, once]")
+@click.option("--overwrite", is_flag=True, help="Replace the files this command writes when OUT_DIR holds them.")
+def web(paths: tuple[Path, ...], checkpoint: Path | None, generator: str | None, ort_web: Path | None,
+        overwrite: bool) -> None:
+    """Write a static folder that translates images inside the visitor's browser (onnxruntime-web,
+    WebAssembly): index.html, the model and the runtime's files. Open it from any static host,
+    e.g. 'python -m http.server -d OUT_DIR'; no image leaves the visitor's machine.
+
+    \b
+    Examples:
+      translate web export/h2z.onnx site/
+      translate web --checkpoint checkpoints/facades-pix2pix site/
+    """
+    from .errors import ConfigError
+    from .serve.web import write_site
+
+    if len(paths) > 2:
+        raise ConfigError(f"give MODEL.onnx and OUT_DIR (or only OUT_DIR), not {len(paths)} paths")
+    model, out_dir = (paths[0], paths[1]) if len(paths) == 2 else (None, paths[0])
+    path = _model_or_newest(model, checkpoint, generator, "cpu", False)
+    site = write_site(path, out_dir, ort_web=ort_web, overwrite=overwrite)
+    click.echo(f"wrote {site.out} ({site.model_mb:.1f} MB model, onnxruntime-web {site.ort_version}); try: "
+               f"python -m http.server -d {site.out} 8080, then open http://127.0.0.1:8080")
+
+
 # --- translate data ------------------------------------------------------------------------------
 _root_option = click.option("--root", type=click.Path(path_type=Path), default=None,
                             help=f"Where data sets live. [${ROOT_ENV} or ./datasets]")
