@@ -104,6 +104,9 @@ class CGANConfig(DCGANConfig):
     conditioning: str = "concat"  # concat | cbn
     embed_dim: int = 50  # label embedding size for concat
     aux_classifier: float = 0.0  # weight of an auxiliary classification loss (AC-GAN); 0: projection only
+    aux_classifier_end: float | None = None  # G's weight of it at the end, reached linearly; None: constant
+    twin_classifier: bool = False  # TAC-GAN: a twin classifier on fakes removes AC-GAN's bias (needs aux_classifier)
+    class_minibatch_std: bool = False  # D sees the feature spread among the batch's images of each class
 
 
 @dataclass

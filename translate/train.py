@@ -317,7 +317,7 @@ def _evaluation(cfg: RunConfig, run: Run, device, dataset, sinks: list):
                           f"use --eval-metric fid or kid")
     log.info("scoring every %d steps by %s on %s; the best checkpoint goes to best/", t.eval_every, t.eval_metric,
              description)
-    per_item = ("per_image", "per_class_accuracy", "per_class_classifier_fd")
+    per_item = ("per_image", "per_class_accuracy", "per_class_classifier_fd", "per_class_variety")
 
     def score(generators):
         results = scorer(generators)

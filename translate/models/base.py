@@ -129,6 +129,7 @@ class GANModel(nn.Module):
         self.instance_noise = InstanceNoise(train.instance_noise, 1)
         self.pools: dict[str, ReplayBuffer] = {}
         self.stabilisers = Stabilisers(train, cfg.gan_loss)
+        self.aux_weight_g = float(getattr(cfg, "aux_classifier", 0.0))  # AC-GAN's weight in G's loss (annealable)
 
     # --- hooks the trainer and the commands call (defaults for families that need nothing) ------
     @property
@@ -196,8 +197,10 @@ class GANModel(nn.Module):
         real_n = self.instance_noise(st.augment(name, real if real_in is None else real_in))
         fake_n = self.instance_noise(st.augment(name, fake.detach()))
         real_out = critic(real_n, real_label)
-        aux = self._aux_loss(d, real_label)  # AC-GAN: the classifier learns from real images only
+        aux = self._aux_loss(d, real_label, "real")  # AC-GAN: the classifier learns from real images only
         fake_out = critic(fake_n, fake_label)
+        twin = self._aux_loss(d, fake_label, "fake")  # TAC-GAN: the twin classifier learns from fakes only
+        aux = aux if twin is None else aux + twin
         loss = self.adv.d_loss(real_out, fake_out)
         if self.adv.kind in TARGET_LOSSES:
             loss = 0.5 * loss
@@ -210,20 +213,33 @@ class GANModel(nn.Module):
     def g_score(self, d: nn.Module, fake: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         x = self.instance_noise(self.stabilisers.augment(self._d_name(d), fake))
         loss = self.adv.g_loss(d(x) if label is None else d(x, label))
-        aux = self._aux_loss(d, label)  # AC-GAN: fakes should be classified as the label they were drawn for
-        return loss if aux is None else loss + aux
+        aux = self._aux_loss(d, label, "generator")  # AC-GAN: fakes should be classified as the label they were
+        return loss if aux is None else loss + aux  # drawn for (TAC-GAN: and not be told apart from others of it)
 
     def _d_name(self, d: nn.Module) -> str:
         """The name of discriminator ``d`` (the stabilisers keep their state per discriminator)."""
         return next((name for name, net in self.discriminators.items() if net is d), "D")
 
-    def _aux_loss(self, d: nn.Module, label: torch.Tensor | None) -> torch.Tensor | None:
-        """``aux_classifier`` x the cross-entropy of the class logits ``d``'s last forward left, or None."""
+    def _aux_loss(self, d: nn.Module, label: torch.Tensor | None, seen: str) -> torch.Tensor | None:
+        """The auxiliary classifiers' loss from the logits ``d``'s last forward left, or None.
+        ``seen``: ``real`` (D's step on real images: ``aux_classifier`` x the classifier's
+        cross-entropy), ``fake`` (D's step on fakes: the same for the twin classifier of TAC-GAN,
+        when ``d`` has one), ``generator`` (G's step: ``aux_weight_g`` x the classifier's
+        cross-entropy, minus the twin's: TAC-GAN's unbiased form of AC-GAN's term, which otherwise
+        rewards the easiest-to-classify sample of each class)."""
         weight = float(getattr(self.cfg, "aux_classifier", 0.0))
         logits = getattr(d, "class_logits", None)
         if not weight or label is None or logits is None:
             return None
-        return weight * F.cross_entropy(logits.float(), label)
+        twin = getattr(d, "twin_logits", None)
+        if seen == "real":
+            return weight * F.cross_entropy(logits.float(), label)
+        if seen == "fake":
+            return None if twin is None else weight * F.cross_entropy(twin.float(), label)
+        loss = F.cross_entropy(logits.float(), label)
+        if twin is not None:
+            loss = loss - F.cross_entropy(twin.float(), label)
+        return self.aux_weight_g * loss
 
     # --- the contract ------------------------------------------------------------------------
     def discriminator_loss(self, batch: Batch, fakes: Fakes | None, backward: Backward) -> Logs:
