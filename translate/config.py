@@ -156,7 +156,7 @@ class TrainConfig:
     r1_gamma: float = 0.0  # weight of the R1 penalty on D's gradient at real images; 0 disables
     r1_every: int = 16  # lazy R1: computed every N steps, scaled by N
     d_augment: str | None = None  # differentiable augmentation of D's inputs: color,translation,cutout
-    d_augment_p: float = 1.0  # probability of each transform per image (the start is 0 when adaptive)
+    d_augment_p: float | None = None  # probability of each transform per image (None: 1); adaptive: its start (0)
     ada_target: float = 0.0  # adaptive augmentation: keep E[sign(D(real))] at this (0.6); 0: fixed d_augment_p
     ada_interval: int = 4  # steps between adjustments of the adaptive probability
     ada_steps: int = 500  # steps the adaptive probability needs to cross from 0 to 1
@@ -327,7 +327,7 @@ def check_stabilisers(t: TrainConfig) -> None:
         parse_policy(t.d_augment)
     except ValueError as exc:
         need(False, f"d_augment: {exc} (comma-separated, e.g. d_augment=color,translation,cutout)")
-    need(0.0 <= t.d_augment_p <= 1.0, "d_augment_p must be in [0, 1]")
+    need(t.d_augment_p is None or 0.0 <= t.d_augment_p <= 1.0, "d_augment_p must be in [0, 1]")
     need(0.0 <= t.ada_target < 1.0, "ada_target must be in [0, 1) (0.6 is usual; 0 turns adaptation off)")
     need(t.ada_interval >= 1 and t.ada_steps >= 1, "ada_interval and ada_steps must be at least 1")
     need(not t.ada_target or bool(t.d_augment), f"ada_target adapts d_augment's probability: give d_augment too "

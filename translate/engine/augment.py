@@ -135,17 +135,19 @@ def augment(x: torch.Tensor, policy: tuple[str, ...], p: torch.Tensor | float = 
 
 
 class AdaptiveAugment:
-    """DiffAugment for one discriminator, at a fixed probability ``p`` or (``target`` > 0) an
-    adaptive one. Its state (the probability and the overfitting signal gathered since the last
-    adjustment) is tensors, checkpointed by the model (:meth:`state_dict`)."""
+    """DiffAugment for one discriminator, at a fixed probability ``p`` (default 1) or (``target`` >
+    0) an adaptive one starting at ``p`` (default 0). Its state (the probability and the
+    overfitting signal gathered since the last adjustment) is tensors, checkpointed by the model
+    (:meth:`state_dict`)."""
 
-    def __init__(self, policy: tuple[str, ...], p: float = 1.0, *, target: float = 0.0, interval: int = 4,
+    def __init__(self, policy: tuple[str, ...], p: float | None = None, *, target: float = 0.0, interval: int = 4,
                  speed_steps: int = 500, threshold: float = 0.0) -> None:
         self.policy = policy
         self.adaptive = target > 0
         self.target, self.interval, self.speed_steps = target, interval, speed_steps
         self.threshold = threshold  # D's output above which it calls an image real (0 for logits, 0.5 for lsgan)
-        self.p = torch.tensor(0.0 if self.adaptive else float(p))
+        # the probability: fixed (default 1), or where the adaptive one starts (default 0)
+        self.p = torch.tensor(float(p if p is not None else 0.0 if self.adaptive else 1.0))
         self.signs = torch.zeros(())  # sum of sign(D(real) - threshold) since the last adjustment
         self.count = torch.zeros(())
 

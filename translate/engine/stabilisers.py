@@ -21,7 +21,7 @@ from .regularisers import LeCam, r1_penalty
 class Stabilisers:
     def __init__(self, train: Any, gan_loss: str) -> None:
         self.policy = parse_policy(getattr(train, "d_augment", None))
-        self.p = float(getattr(train, "d_augment_p", 1.0))
+        self.p = getattr(train, "d_augment_p", None)
         self.ada = dict(target=float(getattr(train, "ada_target", 0.0)), interval=int(getattr(train, "ada_interval", 4)),
                         speed_steps=int(getattr(train, "ada_steps", 500)),
                         threshold=0.5 if gan_loss == "lsgan" else 0.0)  # lsgan's targets are 1 and 0: 0.5 decides
