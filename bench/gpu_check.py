@@ -307,7 +307,7 @@ class Check:
             deadline = time.monotonic() + min(stage.cap(self), left)
             self.say(f"{stage.name}: starting (about {need:.0f} s; {left:.0f} s left)")
             try:
-                record.update(stage.run(self, deadline), status="pass")
+                record.update({"status": "pass", **stage.run(self, deadline)})  # a stage may say "fail" itself
             except StageFailed as exc:
                 record.update(status="fail", reason=str(exc))
             except Exception as exc:  # noqa: BLE001 - the check reports and goes on with the next stage
@@ -400,7 +400,8 @@ def stage_setup() -> Stage:
         c.env = child_env(c.scratch, site if site.is_dir() else None)
         smi = shutil.which("nvidia-smi")
         if smi:
-            c.run("setup: nvidia-smi", [smi], deadline)
+            shown = c.run("setup: nvidia-smi", [smi], deadline)
+            print(shown.out.rstrip() or shown.err.rstrip(), flush=True)
             q = c.run("setup: nvidia-smi query", [smi, "--query-gpu=name,driver_version,memory.total",
                                                   "--format=csv,noheader"], deadline)
             details["nvidia_smi"] = q.out.strip().splitlines()
@@ -409,6 +410,13 @@ def stage_setup() -> Stage:
         info = c.run_json("setup: versions and imports", c.me("--_env"), deadline)
         c.env_info = info
         c.summary["environment"] = info
+        v, cu = info["versions"], info["cuda"]
+        gpu = (f"{cu['name']} (compute {cu['capability']}, {cu['memory_gb']} GB, bf16 {cu['bf16']}), cuDNN "
+               f"{cu['cudnn']}, NCCL {cu['nccl']}" if cu.get("available") else "no CUDA device")
+        c.say(f"setup: Python {info['python']}, torch {v['torch']} (CUDA {cu['torch_cuda']}), torchvision "
+              f"{v['torchvision']}, triton {v['triton']}, onnxruntime {v['onnxruntime']}, onnx {v['onnx']}, numpy "
+              f"{v['numpy']}, OpenCV {v['cv2']}, albumentations {v['albumentations']}, pytest {v['pytest']}; {gpu}; "
+              f"{len(info['import_errors'])} of {info['modules']} translate modules fail to import")
         details["python"] = info["python"]
         details["torch"] = info["versions"].get("torch")
         details["cuda"] = info["cuda"]
@@ -585,28 +593,10 @@ def stage_resume() -> Stage:
         details = {"steps": steps, "signalled_at_step": signalled, "stopped_at_step": stopped,
                    "nondeterministic_ops": nondet, "compare": cmp,
                    "settings": " ".join(base(c))}
-        resumed, repeat = cmp["resumed_vs_uninterrupted"], cmp["uninterrupted_vs_uninterrupted"]
-        if resumed["equal"]:
-            details["verdict"] = "bitwise"
-            details["note"] = (f"SIGTERM at step {signalled}, checkpoint {stopped}, resumed to {steps}: equal to the "
-                               f"uninterrupted run bit for bit ({resumed['tensors']} tensors: weights, optimiser, "
-                               f"RNG states)")
-        elif repeat["equal"]:
-            raise StageFailed(f"the resumed run differs from the uninterrupted one (max relative L2 "
-                              f"{resumed['max_rel_l2']:.3g} in {resumed['first_different']}; losses first differ at "
-                              f"step {cmp['first_loss_difference']}), while two uninterrupted runs agree bit for "
-                              f"bit: a resume bug")
-        else:
-            limit = max(TOLERANCE_FACTOR * repeat["max_rel_l2"], 1e-6)
-            details["verdict"] = "tolerance"
-            details["tolerance"] = (f"relative L2 per tensor <= {TOLERANCE_FACTOR:g}x that of two uninterrupted "
-                                    f"runs ({repeat['max_rel_l2']:.3g}): {limit:.3g}")
-            text = (f"not bitwise: two uninterrupted runs already differ (max relative L2 {repeat['max_rel_l2']:.3g}; "
-                    f"ops without a deterministic implementation: {', '.join(nondet) or 'none reported'}); resumed "
-                    f"vs uninterrupted {resumed['max_rel_l2']:.3g}, limit {limit:.3g}")
-            if resumed["max_rel_l2"] > limit:
-                raise StageFailed(text)
-            details["note"] = text
+        details.update(resume_verdict(cmp, nondet))
+        if details["status"] == "pass":
+            details["note"] = (f"SIGTERM at step {signalled}, checkpoint {stopped}, resumed to {steps}: "
+                               + details["note"])
         return details
 
     def plan(c: Check) -> dict:
@@ -617,6 +607,29 @@ def stage_resume() -> Stage:
                 "seconds": c.estimates["resume"][0]}
 
     return Stage("resume", run, plan, lambda c: c.estimates["resume"][0], lambda c: c.estimates["resume"][1])
+
+
+def resume_verdict(cmp: dict, nondet: list[str]) -> dict:
+    """The resumed run against the uninterrupted ones (``--_compare``'s JSON): bit for bit; or, when
+    two uninterrupted runs already differ, within TOLERANCE_FACTOR x their difference."""
+    resumed, repeat = cmp["resumed_vs_uninterrupted"], cmp["uninterrupted_vs_uninterrupted"]
+    if resumed["equal"]:
+        return {"status": "pass", "verdict": "bitwise",
+                "note": f"equal to the uninterrupted run bit for bit ({resumed['tensors']} tensors: weights, "
+                        f"optimiser, RNG states)"}
+    where = (f"max relative L2 {resumed['max_rel_l2']:.3g}, {resumed['different']} tensors differ, the first "
+             f"{resumed['first_different']}; the logged losses first differ at step {cmp['first_loss_difference']}")
+    if repeat["equal"]:
+        return {"status": "fail", "verdict": "different",
+                "reason": f"the resumed run differs from the uninterrupted one ({where}), while two uninterrupted "
+                          f"runs agree bit for bit: a resume bug"}
+    limit = max(TOLERANCE_FACTOR * repeat["max_rel_l2"], 1e-6)
+    text = (f"not bitwise: two uninterrupted runs already differ (max relative L2 {repeat['max_rel_l2']:.3g}; ops "
+            f"without a deterministic implementation: {', '.join(nondet) or 'none reported'}); resumed vs "
+            f"uninterrupted: {where}; limit {limit:.3g} ({TOLERANCE_FACTOR:g}x)")
+    ok = resumed["max_rel_l2"] <= limit
+    return {"status": "pass" if ok else "fail", "verdict": "tolerance", "tolerance": limit,
+            ("note" if ok else "reason"): text}
 
 
 def stage_export() -> Stage:

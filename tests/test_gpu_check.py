@@ -131,6 +131,41 @@ def test_speed_modes_keep_fp32_and_amp_of_every_case_before_compile():
     assert choose("cpu", "cyclegan", 1000) == ["fp32", "amp"]  # no compile on a CPU
 
 
+def _cmp(resumed: float | None, repeat: float | None) -> dict:
+    def side(rel):
+        return {"tensors": 10, "equal": rel is None, "different": 0 if rel is None else 3,
+                "first_different": None if rel is None else "weights.generators.G.0.weight", "max_abs": rel or 0.0,
+                "max_rel_l2": rel or 0.0}
+    return {"resumed_vs_uninterrupted": side(resumed), "uninterrupted_vs_uninterrupted": side(repeat),
+            "first_loss_difference": None if resumed is None else 120}
+
+
+@pytest.mark.parametrize("resumed, repeat, status, verdict", [
+    (None, None, "pass", "bitwise"),
+    (None, 1e-4, "pass", "bitwise"),  # equal although the runs do not repeat: still bitwise
+    (1e-5, None, "fail", "different"),  # the runs repeat bit for bit, the resumed one does not: a resume bug
+    (5e-4, 1e-4, "pass", "tolerance"),  # within 10x what two uninterrupted runs differ by
+    (5e-3, 1e-4, "fail", "tolerance"),
+])
+def test_resume_verdict_is_bitwise_or_within_the_stated_tolerance(resumed, repeat, status, verdict):
+    result = gpu_check.resume_verdict(_cmp(resumed, repeat), ["reflection_pad2d_backward_cuda"])
+    assert (result["status"], result["verdict"]) == (status, verdict)
+    text = result.get("note") or result.get("reason")
+    if verdict == "tolerance":
+        assert "reflection_pad2d_backward_cuda" in text and "10x" in text
+    if verdict == "different":
+        assert "resume bug" in text and "step 120" in text
+
+
+def test_compare_counts_every_differing_tensor():
+    a = {"w": torch.ones(3), "n": torch.arange(3), "step": 5}
+    assert gpu_check._diff(a, dict(a))["equal"]
+    d = gpu_check._diff(a, {"w": torch.tensor([1.0, 1.0, 1.5]), "n": torch.arange(3), "step": 6})
+    assert not d["equal"] and d["different"] == 2 and d["first_different"] == "step"
+    assert d["max_abs"] == pytest.approx(0.5) and d["max_rel_l2"] == pytest.approx(0.5 / (2 + 1.5**2) ** 0.5)
+    assert gpu_check._diff(a, {**a, "n": torch.arange(4)})["max_rel_l2"] == float("inf")
+
+
 def test_a_command_past_its_deadline_is_killed_with_its_process_group(tmp_path):
     check = gpu_check.Check(tmp_path / "out", "cpu")
     try:
