@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench gpu-wheels clean
+.PHONY: setup demo test test-all bench web-deps gpu-wheels clean
 
 $(BIN)/translate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup: $(BIN)/translate
 ## Train pix2pix on the embedded synthetic data (a few minutes on 2 CPU cores).
 demo: setup
 	$(BIN)/translate train
+
+## onnxruntime-web (npm, the version translate web pins) in build/, for the browser tests and benchmarks.
+web-deps: setup
+	$(BIN)/python -c "from translate.serve.web import local_ort_web; print(local_ort_web(install=True))"
 
 ## The test suite (what CI runs).
 test: setup

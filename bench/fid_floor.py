@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from translate import metrics
-    from translate.data.folders import scan_images
+    from translate.data.scan import scan_images
     from translate.data.validation import hold_out, natural_key
     from translate.images import load_rgb, resize
 

@@ -24,17 +24,18 @@ def run_case(model: str, size: int, channels: int, *, batch: int, steps: int, wa
              recipe: str | None) -> dict:
     import torch
 
-    from translate.config import FAMILY_CONFIGS, RECIPES, RunConfig, TrainConfig
+    from translate.config import RunConfig, TrainConfig
     from translate.engine.device import resolve_device
     from translate.engine.trainer import Trainer
-    from translate.models import build_model
+    from translate.models import build_model, family
 
-    extra = dict(RECIPES[recipe][model]) if recipe else {}
+    fam = family(model)
+    extra = dict(fam.recipes[recipe]) if recipe else {}
     train_kw = {k: v for k, v in extra.items() if k in TrainConfig.__dataclass_fields__}
     model_kw = {k: v for k, v in extra.items() if k not in train_kw}
     t = TrainConfig(model=model, size=size, batch_size=batch, steps=warmup + steps, device=device, **train_kw)
-    m = FAMILY_CONFIGS[model](channels=channels, **model_kw)
-    if model == "cgan":
+    m = fam.config_class(channels=channels, **model_kw)
+    if fam.conditional:
         m.n_classes = 10
     cfg = RunConfig(train=t, model=m)
     dev = resolve_device(device)
@@ -48,7 +49,7 @@ def run_case(model: str, size: int, channels: int, *, batch: int, steps: int, wa
             yield batches[i % len(batches)]
             i += 1
 
-    trainer = Trainer(build_model(cfg), cfg, "/tmp/translate-gan-speed", device=dev, total_steps=warmup + steps,
+    trainer = Trainer(build_model(cfg), cfg, device=dev, total_steps=warmup + steps,
                       loader_factory=stream, quiet=True)
     it = iter(stream(0))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

@@ -70,10 +70,11 @@ def untrained_run(dst: Path, size: int) -> Path:
     """A run directory holding an untrained CycleGAN (ResNet-9) checkpoint, when no --run is given."""
     from translate.engine.checkpoint import save_checkpoint
     from translate.models import build_model
-    from translate.train import build_config, write_run_config
+    from translate.run import Run
+    from translate.train import build_config
 
     cfg = build_config({"model": "cyclegan", "size": size, "steps": 1})
-    write_run_config(dst, cfg)
+    Run(dst).write_config(cfg)
     model = build_model(cfg)
     save_checkpoint(dst, 0, {k: v.contiguous() for k, v in model.state_dict().items()}, {"step": 0})
     return dst
@@ -104,7 +105,8 @@ def main() -> None:
 
     import torch
 
-    from translate.export import export_generator, load_generator, psnr
+    from translate.export import export_generator, psnr
+    from translate.run import load_generator
     from translate.nn.winograd import set_winograd
     from translate.images import to_float
     from translate.runtime import Translator, cpu_count, plan_jobs, run_jobs

@@ -173,7 +173,7 @@ def run_case(name: str, size: int, batch: int, iters: int, device: str, mode: st
     model = build_model(cfg)
     if not winograd:
         set_winograd(model, False)
-    trainer = Trainer(model, cfg, run_dir="/nonexistent", device=dev, total_steps=10_000,
+    trainer = Trainer(model, cfg, device=dev, total_steps=10_000,
                       loader_factory=lambda start: random_batches(batch, size), quiet=True)
     if data:
         folder = data[0] if model_name == "cyclegan" else data[1]

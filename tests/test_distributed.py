@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from translate.data.folders import StreamSampler
 from translate.engine import distributed
-from translate.engine.trainer import lr_factor
+from translate.engine.schedule import lr_factor
 from translate.errors import CheckpointError
 from translate.train import build_config, train
 
@@ -184,3 +184,69 @@ def test_a_failure_on_one_rank_stops_every_rank():
     got = dict(results.get(timeout=5) for _ in procs)
     assert got[0] == "CheckpointError: cannot read /runs/x/step-00000004"
     assert got[1].startswith("DeviceError: rank 0 failed (CheckpointError: cannot read /runs/x/step-00000004)")
+
+
+def _failing_rank_0_setup(rank: int, port: int, results, run_dir: str, what: str) -> None:
+    """One rank of a two-process Gloo group training for real, where rank 0 fails while setting up:
+    drawing the sample batch, or writing the run's files."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    distributed.setup("cpu")
+    try:
+        from translate.data.folders import TranslationDataset
+        from translate.errors import DataError
+        from translate.run import Run
+
+        if what == "sample_batch":
+            original = TranslationDataset.sample_batch
+
+            def sample_batch(self, n):
+                if distributed.world().rank == 0:
+                    raise DataError("cannot decode the sample images")
+                return original(self, n)
+
+            TranslationDataset.sample_batch = sample_batch
+        else:
+            def write_config(self, cfg):
+                raise PermissionError(13, "Permission denied", str(self.config_path))
+
+            Run.write_config = write_config
+        cfg = build_config({"model": "pix2pix", "size": 32, "ngf": 8, "ndf": 8, "steps": 2, "workers": 0,
+                            "synthetic_count": 8, "device": "cpu"})
+        train(cfg, Path(run_dir), quiet=True)
+        results.put((rank, "no error"))
+    except Exception as exc:  # noqa: BLE001
+        results.put((rank, f"{type(exc).__name__}: {exc}"))
+    finally:
+        distributed.teardown()
+
+
+@pytest.mark.parametrize("what", ["sample_batch", "write_config"])
+def test_a_rank_0_failure_in_training_set_up_stops_every_rank(tmp_path, what):
+    """The sample batch and rank 0's writes run inside the all-ranks failure guard: rank 1 hears of
+    rank 0's failure instead of waiting in the next collective for the 30-minute timeout."""
+    import queue
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_failing_rank_0_setup, args=(r, port, results, str(tmp_path / "run"), what))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(results.get(timeout=150) for _ in procs)
+    except queue.Empty:
+        pytest.fail("a rank is still waiting for rank 0, which failed")
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    assert got[0].startswith("DataError: cannot decode" if what == "sample_batch" else "PermissionError")
+    assert got[1].startswith("DeviceError: rank 0 failed")

@@ -348,3 +348,12 @@ def test_damaged_manifest_is_a_clear_error(tmp_path):
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(DataError, match="damaged"):
         check_manifest(tmp_path, quiet=True)
+
+
+@pytest.mark.skipif(not hasattr(__import__("tarfile"), "data_filter"), reason="Python without tarfile.data_filter")
+def test_tar_members_pass_the_standard_librarys_data_filter_first(tmp_path):
+    arc = tmp_path / "set.tar.gz"
+    arc.write_bytes(make_tar({"set/trainA/a.jpg": b"a", "set/../../evil.txt": b"evil"}))
+    with pytest.raises(DataError, match="data filter"):
+        extract(arc, tmp_path / "set", root_in_archive="set", quiet=True)
+    assert not (tmp_path / "set").exists()

@@ -188,7 +188,7 @@ def test_eval_every_keeps_the_best_checkpoint(pix2pix_run):
     best = json.loads((pix2pix_run / "best" / "best.json").read_text())
     assert best["value"] == min(r["value"] for r in rows)
     assert best["step"] == min(rows, key=lambda r: r["value"])["step"]
-    from translate.export import load_generator
+    from translate.run import load_generator
 
     assert load_generator(pix2pix_run / "best").step == best["step"]  # a checkpoint like any other
     code, text = invoke("eval", pix2pix_run / "best", "--no-fid")
@@ -375,7 +375,7 @@ def test_eval_every_on_a_dcgan_scores_samples_by_kid(tmp_path):
     assert json.loads((run / "best" / "best.json").read_text())["step"] == 2
     code, text = invoke("train", "--model", "dcgan", "--data", tmp_path / "glyphs.npz", "--steps", 2, "--eval-every", 2,
                         "--eval-metric", "l1", "--run-dir", tmp_path / "r2", *GEN_TINY)
-    one_line_error(code, text, "eval_metric l1 does not apply to dcgan")
+    one_line_error(code, text, "eval_metric l1 cannot score a dcgan run")
 
 
 def test_a_root_of_images_does_not_offer_its_own_subfolders_as_validation(tmp_path):

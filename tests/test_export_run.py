@@ -15,7 +15,8 @@ from conftest import TINY, one_line_error, write_image
 from PIL import Image
 
 from translate.cli import cli
-from translate.export import ExportError, export_generator, load_generator, read_metadata, torch_reference, verify
+from translate.export import ExportError, export_generator, read_metadata, torch_reference, verify
+from translate.run import load_generator
 from translate.runtime import Translator, plan_jobs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -243,7 +243,7 @@ def test_dcgan_on_a_folder_of_colour_images(tmp_path):
 
 def test_every_stabiliser_at_once_trains_and_resumes_exactly(digits, tmp_path):
     """Kill after 3 steps, resume to 6: the weights equal an uninterrupted 6-step run's."""
-    from translate.config import RunConfig
+    from translate.models import config_from_dict
     from translate.engine.checkpoint import load_checkpoint
     from translate.train import build_config, train
 
@@ -255,7 +255,7 @@ def test_every_stabiliser_at_once_trains_and_resumes_exactly(digits, tmp_path):
             "latent": "spherical", "ema": 0.9, "conditioning": "cbn", "aux_classifier": 0.5}
     cfg = build_config(opts)
     train(cfg, tmp_path / "a", quiet=True)
-    train(RunConfig.from_dict(cfg.to_dict()), tmp_path / "b", quiet=True, stop_at=3)
+    train(config_from_dict(cfg.to_dict()), tmp_path / "b", quiet=True, stop_at=3)
     from translate.train import load_run_config
 
     train(load_run_config(tmp_path / "b"), tmp_path / "b", resume=True, quiet=True)
@@ -442,7 +442,7 @@ def test_sgd_for_the_discriminator_adam_for_the_generator(digits, tmp_path):
 
     cfg = build_config({"model": "dcgan", "data": str(digits), "size": 16, "d_optimizer": "sgd", "lr_d": 0.01})
     cfg.model.channels = 1
-    trainer = Trainer(build_model(cfg), cfg, tmp_path, device=torch.device("cpu"), total_steps=1,
+    trainer = Trainer(build_model(cfg), cfg, device=torch.device("cpu"), total_steps=1,
                       loader_factory=lambda start: iter(()))
     assert isinstance(trainer.opt_D, torch.optim.SGD) and isinstance(trainer.opt_G, torch.optim.Adam)
     assert trainer.opt_D.param_groups[0]["lr"] == 0.01 and trainer.opt_G.param_groups[0]["lr"] == 2e-4
@@ -466,7 +466,7 @@ def test_ema_generator_gets_its_own_batch_norm_statistics(digits):
     with torch.no_grad():
         batch_mode = g.train()(z, y)
         stale = g.eval()(z, y)
-        model.refresh_norm_stats(g, batches=16, batch_size=64)
+        model.refresh_norm_stats(g, seed=0, batches=16, batch_size=64)
         fresh = g.eval()(z, y)
     assert (fresh - batch_mode).abs().mean() < (stale - batch_mode).abs().mean() / 10
     assert not g.training

@@ -12,11 +12,11 @@ from translate.train import build_config, train
 
 def translations(run_dir) -> dict[str, torch.Tensor]:
     """Each trained generator's outputs for one fixed input batch."""
-    from translate.export import load_generators
+    from translate.run import open_checkpoint
 
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        return {name: g.net.eval()(x) for name, g in load_generators(run_dir).items()}
+        return {name: g.net.eval()(x) for name, g in open_checkpoint(run_dir).generators().items()}
 
 
 def assert_same_training(tmp_path, tiny, model: str, **option) -> None:

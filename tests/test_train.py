@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from translate.engine.monitor import HealthMonitor
-from translate.engine.trainer import linear_decay
+from translate.engine.schedule import linear_decay
 from translate.errors import TrainingFailure
 from translate.train import build_config, train
 

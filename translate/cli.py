@@ -4,36 +4,31 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from . import __version__
 from .data import MIRROR_ENV, ROOT_ENV
 from .errors import TranslateError
+from .metrics import EVAL_METRICS
 
 log = logging.getLogger("translate")
 
 
-class _TqdmHandler(logging.Handler):
-    """Log lines that do not tear the progress bar."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            from tqdm.auto import tqdm
-
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001
-            self.handleError(record)
-
-
 def _setup_logging(quiet: bool, debug: bool) -> None:
-    handler = _TqdmHandler()
+    """One console handler on the package's logger; while a command runs, tqdm's logging bridge
+    (``tqdm.contrib.logging``) routes it through ``tqdm.write`` so log lines do not tear the bar."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("translate")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    _set_level(quiet, debug)
     root.propagate = False
+
+
+def _set_level(quiet: bool, debug: bool) -> None:
+    logging.getLogger("translate").setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -50,8 +45,12 @@ class TranslateGroup(click.Group):
     """Turns TranslateError (and any other failure) into one line on stderr and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        _setup_logging(bool(ctx.params.get("quiet")), bool(ctx.params.get("debug")))
         try:
-            return super().invoke(ctx)
+            with logging_redirect_tqdm(loggers=[logging.getLogger("translate")]):
+                return super().invoke(ctx)
         except TranslateError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -92,7 +91,35 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """Image-to-image translation with GANs: train, export to ONNX, translate folders fast."""
     ctx.ensure_object(dict)
     ctx.obj.update(quiet=quiet, debug=debug)
-    _setup_logging(quiet, debug)
+
+
+class _Registered(click.Choice):
+    """A choice among what the model registry holds when the command runs (families registered by
+    a user's own module included); the registry, and torch with it, is loaded only then."""
+
+    def __init__(self, what: Callable[[], list[str]]) -> None:
+        super().__init__([])
+        self._what = what
+
+    @property
+    def choices(self):  # type: ignore[override]
+        return tuple(self._what())
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass
+
+
+def _families() -> list[str]:
+    from .models import FAMILIES
+
+    return list(FAMILIES)
+
+
+def _recipes() -> list[str]:
+    from .models import recipe_names
+
+    return recipe_names()
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
@@ -108,14 +135,14 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 @cli.command()
-@click.option("--model", type=click.Choice(["cyclegan", "pix2pix", "dcgan", "cgan"]), default=None,
+@click.option("--model", type=_Registered(_families), default=None,
               help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data, "
                    "dcgan for array files. dcgan / cgan generate images from noise (and a class).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images; for dcgan/cgan "
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
-@click.option("--recipe", type=click.Choice(["stable"]), default=None,
+@click.option("--recipe", type=_Registered(_recipes), default=None,
               help="A set of stabilisers under your own options (docs/stabilisers.md).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
@@ -143,11 +170,16 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--seed", type=int, default=None, help="Seeds Python, NumPy, torch and the data stream. [0]")
 @click.option("--stop-on-failure", is_flag=True, default=None,
               help="End the run when the health monitor detects a failure.")
+@click.option("--on-nan", type=click.Choice(["rollback", "stop", "warn"]), default=None,
+              help="A NaN or infinite loss: roll back to the last checkpoint with the learning rate halved "
+                   "(3 times in a row at most), stop, or only warn. [rollback]")
+@click.option("--log", "log_to", type=click.Choice(["tensorboard"]), default=None,
+              help="Also write TensorBoard event files to RUN/tensorboard/ (pip install 'translate[tensorboard]').")
 @click.option("--holdout", type=int, default=None, metavar="N",
               help="Hold the last N images (by file name) out of training as the validation split. [0]")
 @click.option("--eval-every", type=int, default=None, metavar="N",
               help="Score a fixed validation subset every N steps; the best checkpoint goes to RUN/best/. [off]")
-@click.option("--eval-metric", type=click.Choice(["fid", "kid", "l1", "psnr", "ssim", "class_accuracy"]),
+@click.option("--eval-metric", type=click.Choice(EVAL_METRICS),
               default=None, help="What --eval-every keeps the best checkpoint by. [fid]")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
               help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")
@@ -177,9 +209,10 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
     """
     from .engine import distributed
 
+    options["log"] = options.pop("log_to")
     quiet = ctx.obj["quiet"] or quiet_flag
     if quiet_flag:
-        _setup_logging(True, ctx.obj["debug"])
+        _set_level(True, ctx.obj["debug"])
     world = distributed.setup(options.get("device"))  # launched by torchrun: join the other processes
     try:
         with distributed.only_main_logs():
@@ -190,9 +223,10 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
 
 def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
            set_values: tuple[str, ...], root: Path | None, mirror: str | None, options: dict[str, Any]) -> None:
-    from .config import load_yaml, split_options, validate
+    from .config import load_yaml, split_options
     from .engine import distributed
     from .errors import ConfigError
+    from .models import family_of, validate
     from .train import (RESUME_OVERRIDABLE, build_config, data_path, default_run_dir, load_run_config,
                         train as run_train)
 
@@ -207,7 +241,7 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
         given = {k: v for k, v in options.items() if v is not None}
         if "data" in given:  # compared with the run's stored (absolute) path
             given["data"] = data_path(given["data"])
-        train_kw, model_kw = split_options(given, cfg.train.model, "command line")
+        train_kw, model_kw = split_options(given, family_of(cfg).config_class, cfg.train.model, "command line")
         changed = []
         for key, value in train_kw.items():
             if key in RESUME_OVERRIDABLE:
@@ -369,33 +403,156 @@ def _check_writable(folder: Path) -> None:
         raise ConfigError(f"the output folder {folder} is not writable; check its permissions or choose another OUT")
 
 
-def _export_for_run(run_dir: Path, generator: str | None, provider: str, quiet: bool) -> Path:
-    """--checkpoint: export the run's latest checkpoint once (export/<run>[-G]-step<N>[-fp16].onnx;
-    fp16 when it will run on a GPU)."""
-    from .engine.checkpoint import resolve_checkpoint
-    from .export import export_generator
-    from .runtime import gpu_usable
-
-    ckpt = resolve_checkpoint(run_dir)
+def _export_for_run(source: Path, generator: str | None, provider: str, quiet: bool) -> Path:
+    """--checkpoint: export a run's latest checkpoint (or a checkpoint folder) once, to
+    export/<run>[-G]-<checkpoint>-<config hash>[-fp16].onnx; fp16 when it will run on a GPU."""
     import onnxruntime as ort
 
+    from .export import export_generator
+    from .run import config_hash, open_checkpoint
+    from .runtime import gpu_usable
+
+    ckpt = open_checkpoint(source)
     fp16 = provider in ("cuda", "tensorrt") or (provider == "auto" and gpu_usable("cuda")
                                                 and "CUDAExecutionProvider" in ort.get_available_providers())
-    from .export import config_hash
-    from .train import load_run_config
-
-    tag = config_hash(load_run_config(ckpt.parent))[:8]  # two runs of one name do not share a cached export
-    name = ckpt.name
-    if (ckpt / "best.json").is_file():  # RUN/best moves on as training goes: name the step it holds
-        import json
-
-        name = f"{name}-step{int(json.loads((ckpt / 'best.json').read_text())['step']):08d}"
-    target = Path("export") / f"{ckpt.parent.name}{'-' + generator if generator else ''}-{name}-{tag}" \
+    tag = config_hash(ckpt.config)[:8]  # two runs of one name do not share a cached export
+    target = Path("export") / f"{ckpt.run.name}{'-' + generator if generator else ''}-{ckpt.label}-{tag}" \
                               f"{'-fp16' if fp16 else ''}.onnx"
     if not target.is_file():
-        log.info("exporting %s to %s", ckpt, target)
-        export_generator(ckpt, generator=generator, out=target, fp16=fp16, quiet=quiet)
+        log.info("exporting %s to %s", ckpt.path, target)
+        export_generator(ckpt.path, generator=generator, out=target, fp16=fp16, quiet=quiet)
     return target
+
+
+# --- translate serve / web --------------------------------------------------------------------------
+def _model_or_newest(model: Path | None, checkpoint: Path | None, generator: str | None, provider: str,
+                     quiet: bool) -> Path:
+    """MODEL.onnx, or a run's generator exported on the fly (--checkpoint), or the newest model in
+    export/ (as `translate run` picks it)."""
+    from .errors import ConfigError
+    from .runtime import newest_model
+
+    if model is not None and checkpoint is not None:
+        raise ConfigError("MODEL.onnx and --checkpoint both name the model; give one")
+    if checkpoint is not None:
+        return _export_for_run(checkpoint, generator, provider, quiet)
+    if model is None:
+        model = newest_model("export")
+        if model is None:
+            raise ConfigError("no MODEL.onnx given and export/ holds no .onnx file; export one with 'translate export "
+                              "checkpoints/<run>', or give MODEL.onnx or --checkpoint RUN_DIR")
+        log.info("using %s (the newest model in export/)", model)
+    return model
+
+
+def _read_api_key(path: Path) -> str:
+    from .errors import ConfigError
+
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the API key file {path} ({getattr(exc, 'strerror', None) or exc}); give a "
+                          f"readable UTF-8 file holding the key") from None
+    if not key or "\n" in key or len(key) < 16:
+        raise ConfigError(f"{path} must hold one key of at least 16 characters on one line (e.g. from "
+                          f"'python -c \"import secrets; print(secrets.token_urlsafe(32))\"')")
+    if path.stat().st_mode & 0o077:
+        log.warning("%s is readable by other users; chmod 600 it", path)
+    return key
+
+
+@cli.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path), metavar="[MODEL.onnx]")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
+              help="A training run instead of MODEL.onnx: its generator is exported first (needs torch).")
+@click.option("--generator", default=None, metavar="NAME", help="With --checkpoint: G, G_AB or G_BA.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 exposes the server (use --api-key-file then).")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port (0: any free one, printed).")
+@click.option("--max-batch", type=int, default=8, show_default=True,
+              help="At most this many images of one shape per inference call.")
+@click.option("--max-wait-ms", type=float, default=10.0, show_default=True,
+              help="How long an image may wait for others of its shape to join its batch.")
+@click.option("--provider", type=click.Choice(["auto", "cuda", "tensorrt", "cpu"]), default="auto",
+              show_default=True, help="auto prefers TensorRT, then CUDA, then the CPU.")
+@click.option("--threads", type=int, default=None, help="onnxruntime threads per inference call. [all cores]")
+@click.option("--max-pixels", type=int, default=4096 * 4096, show_default=True,
+              help="Largest image accepted, in pixels (checked from the header, before decoding).")
+@click.option("--max-bytes", type=int, default=32 << 20, show_default=True,
+              help="Largest request body accepted, in bytes (checked before it is read).")
+@click.option("--api-key-file", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Require 'Authorization: Bearer KEY' with the key this file holds.")
+@click.pass_context
+def serve(ctx: click.Context, model: Path | None, checkpoint: Path | None, generator: str | None, host: str,
+          port: int, max_batch: int, max_wait_ms: float, provider: str, threads: int | None, max_pixels: int,
+          max_bytes: int, api_key_file: Path | None) -> None:
+    """Serve an exported model over HTTP: POST /v1/translate, /v1/translate/batch, GET /v1/model,
+    /healthz, /metrics, and a page at / (needs the serve extra). SIGTERM or Ctrl-C finishes the
+    requests in flight, then stops.
+
+    \b
+    Examples:
+      translate serve                                       # newest model in export/, http://127.0.0.1:8000
+      translate serve export/h2z.onnx --port 9000 --max-batch 16
+      translate serve --checkpoint checkpoints/facades-pix2pix
+      translate serve export/h2z.onnx --host 0.0.0.0 --api-key-file key.txt
+    """
+    from .errors import ConfigError
+    from .serve import require
+
+    require()
+    for name, value, low in (("--max-batch", max_batch, 1), ("--max-pixels", max_pixels, 1),
+                             ("--max-bytes", max_bytes, 1), ("--threads", threads, 1), ("--port", port, 0)):
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be at least {low}, not {value}")
+    if not 0 <= max_wait_ms <= 10_000:
+        raise ConfigError(f"--max-wait-ms must be from 0 to 10000, not {max_wait_ms:g}")
+    if port > 65535:
+        raise ConfigError(f"--port must be at most 65535, not {port}")
+    key = _read_api_key(api_key_file) if api_key_file is not None else None
+    path = _model_or_newest(model, checkpoint, generator, provider, ctx.obj["quiet"])
+
+    from .runtime import Translator
+    from .serve.app import Settings
+    from .serve.server import run_server
+
+    translator = Translator(path, provider=provider, threads=threads, batch_size=max_batch)
+    settings = Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_pixels=max_pixels, max_bytes=max_bytes,
+                        api_key=key)
+    run_server(translator, settings, host=host, port=port,
+               log_level="debug" if ctx.obj["debug"] else "warning" if ctx.obj["quiet"] else "info",
+               access_log=not ctx.obj["quiet"])
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="[MODEL.onnx] OUT_DIR")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
+              help="A training run instead of MODEL.onnx: its generator is exported first (needs torch).")
+@click.option("--generator", default=None, metavar="NAME", help="With --checkpoint: G, G_AB or G_BA.")
+@click.option("--ort-web", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="onnxruntime-web's dist/ folder to copy from. [npm install into the cache, once]")
+@click.option("--overwrite", is_flag=True, help="Replace the files this command writes when OUT_DIR holds them.")
+def web(paths: tuple[Path, ...], checkpoint: Path | None, generator: str | None, ort_web: Path | None,
+        overwrite: bool) -> None:
+    """Write a static folder that translates images inside the visitor's browser (onnxruntime-web,
+    WebAssembly): index.html, the model and the runtime's files. Open it from any static host,
+    e.g. 'python -m http.server -d OUT_DIR'; no image leaves the visitor's machine.
+
+    \b
+    Examples:
+      translate web export/h2z.onnx site/
+      translate web --checkpoint checkpoints/facades-pix2pix site/
+    """
+    from .errors import ConfigError
+    from .serve.web import write_site
+
+    if len(paths) > 2:
+        raise ConfigError(f"give MODEL.onnx and OUT_DIR (or only OUT_DIR), not {len(paths)} paths")
+    model, out_dir = (paths[0], paths[1]) if len(paths) == 2 else (None, paths[0])
+    path = _model_or_newest(model, checkpoint, generator, "cpu", False)
+    site = write_site(path, out_dir, ort_web=ort_web, overwrite=overwrite)
+    click.echo(f"wrote {site.out} ({site.model_mb:.1f} MB model, onnxruntime-web {site.ort_version}); try: "
+               f"python -m http.server -d {site.out} 8080, then open http://127.0.0.1:8080")
 
 
 # --- translate data ------------------------------------------------------------------------------
@@ -523,9 +680,9 @@ def eval_cmd(source: Path | None, data: Path | None, pair: str | None, root: Pat
         click.echo(evaluate.format_table(scores["results"]))
         click.echo(f"-> {scores.pop('written')}")
     if json_out is not None:
-        from .fileio import atomic_write_text
+        from .fileio import atomic_write_text, json_safe
 
-        atomic_write_text(json_out, json.dumps(evaluate._clean(scores), indent=2) + "\n")
+        atomic_write_text(json_out, json.dumps(json_safe(scores), indent=2) + "\n")
 
 
 @cli.command()

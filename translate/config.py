@@ -14,12 +14,10 @@ from typing import Any
 
 from .errors import ConfigError
 
-MODELS = ("cyclegan", "pix2pix", "dcgan", "cgan")
-GENERATIVE = ("dcgan", "cgan")  # noise (and label) -> image
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 LR_SCALINGS = ("none", "linear", "sqrt")  # the learning rate under torchrun: x1, x world size, x its root
-EVAL_METRICS = ("fid", "kid", "l1", "psnr", "ssim", "class_accuracy")  # --eval-every picks the best by one
+ON_NAN = ("rollback", "stop", "warn")  # what a NaN or infinite loss does (engine/guard.py)
 
 
 @dataclass
@@ -32,6 +30,7 @@ class NetworkConfig:
     ndf: int = 64
     n_layers: int = 3
     norm: str = "instance"  # instance | batch | none
+    d_norm: str | None = None  # the discriminator's, when it differs (e.g. none or instance with wgan-gp)
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
     upsample: str = "transpose"  # transpose | resize (bilinear + conv, no checkerboard)
@@ -107,28 +106,6 @@ class CGANConfig(DCGANConfig):
     aux_classifier: float = 0.0  # weight of an auxiliary classification loss (AC-GAN); 0: projection only
 
 
-FAMILY_CONFIGS: dict[str, type] = {"cyclegan": CycleGANConfig, "pix2pix": Pix2PixConfig, "dcgan": DCGANConfig,
-                                   "cgan": CGANConfig}
-
-# TrainConfig defaults that differ for a family (under a named data set's recipe and the user's options)
-FAMILY_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dcgan": {"batch_size": 64, "flip": False, "n_samples": 20, "epochs": 25, "decay_from": 1.0, "size": 28},
-    "cgan": {"batch_size": 64, "flip": False, "n_samples": 20, "epochs": 25, "decay_from": 1.0, "size": 28},
-}
-
-# --recipe stable: a sensible set of stabilisers per family (under YAML and the command line)
-RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "stable": {
-        "dcgan": {"label_smoothing": 0.1, "instance_noise": 0.1, "minibatch_std": 4, "latent": "spherical",
-                  "ema": 0.999},
-        "cgan": {"label_smoothing": 0.1, "instance_noise": 0.1, "minibatch_std": 4, "latent": "spherical",
-                 "ema": 0.999, "aux_classifier": 1.0},
-        "cyclegan": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
-        "pix2pix": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
-    },
-}
-
-
 @dataclass
 class TrainConfig:
     """What the trainer and data pipeline need, shared by every family."""
@@ -160,7 +137,10 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 100
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 15.0  # also checkpoint when this much wall-clock passed since the last one; 0: off
     keep_last: int = 3
+    on_nan: str = "rollback"  # a NaN / infinite loss: rollback (to the last checkpoint, lr halved) | stop | warn
+    log: str | None = None  # tensorboard: TensorBoard event files in RUN/tensorboard/ beside metrics.jsonl
     n_samples: int = 4  # images in the sample grids
     instance_noise: float = 0.0  # initial std of noise on D's inputs (images in [-1, 1])
     instance_noise_steps: int | None = None  # anneal to 0 over this many steps; None: half the run
@@ -188,14 +168,6 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"train": dataclasses.asdict(self.train), "model": dataclasses.asdict(self.model)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
-        train = _build(TrainConfig, d.get("train", {}), source)
-        model_cls = FAMILY_CONFIGS.get(train.model)
-        if model_cls is None:
-            raise ConfigError(f"{source}: unknown model {train.model!r}; choose one of {', '.join(MODELS)}")
-        return cls(train=train, model=_build(model_cls, d.get("model", {}), source))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -237,7 +209,8 @@ def coerce(name: str, value: Any, annotation: str, source: str) -> Any:
     return value
 
 
-def _build(cls: type, values: dict[str, Any], source: str) -> Any:
+def build_dataclass(cls: type, values: dict[str, Any], source: str) -> Any:
+    """``cls(**values)`` with each value converted to its field's type; unknown keys are an error."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -246,13 +219,14 @@ def _build(cls: type, values: dict[str, Any], source: str) -> Any:
     return cls(**{k: coerce(k, v, str(fields[k].type), source) for k, v in values.items()})
 
 
-def split_options(options: dict[str, Any], model: str, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split flat options into TrainConfig fields and the family's fields; unknown keys are an error."""
+def split_options(options: dict[str, Any], family_config: type, model: str,
+                  source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split flat options into TrainConfig fields and the fields of the family's config dataclass
+    ``family_config``; unknown keys are an error."""
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
-    family = FAMILY_CONFIGS[model]
-    model_names = {f.name for f in dataclasses.fields(family)}
+    model_names = {f.name for f in dataclasses.fields(family_config)}
     train, fam, unknown = {}, {}, []
-    types = {f.name: str(f.type) for f in (*dataclasses.fields(TrainConfig), *dataclasses.fields(family))}
+    types = {f.name: str(f.type) for f in (*dataclasses.fields(TrainConfig), *dataclasses.fields(family_config))}
     for key, value in options.items():
         k = key.replace("-", "_")
         if k in train_names:
@@ -290,15 +264,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def validate(cfg: RunConfig) -> None:
-    """Check values a dataclass cannot: ranges and choices. Raises ConfigError naming the option."""
-    t, m = cfg.train, cfg.model
+def need(ok: bool, msg: str) -> None:
+    """Raise ConfigError(``msg``) unless ``ok``: one line naming the option and the fix."""
+    if not ok:
+        raise ConfigError(msg)
 
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
 
-    need(t.model in MODELS, f"unknown model {t.model!r}; choose one of {', '.join(MODELS)}")
+def check_train(t: TrainConfig) -> None:
+    """Check the shared TrainConfig's ranges and choices (the family's own: ``models.validate``)."""
+    from .metrics import EVAL_METRICS
+
     need(t.device in DEVICES or t.device.startswith("cuda:"), f"unknown device {t.device!r}; use auto, cpu or cuda")
     need(t.amp in AMP_MODES, f"unknown amp mode {t.amp!r}; choose one of {', '.join(AMP_MODES)}")
     need(t.lr_scaling in LR_SCALINGS, f"unknown lr_scaling {t.lr_scaling!r}; choose one of {', '.join(LR_SCALINGS)}")
@@ -320,29 +295,29 @@ def validate(cfg: RunConfig) -> None:
     need(t.swap_every == 0 or t.swap_steps < t.swap_every, "swap_steps must be smaller than swap_every")
     need(t.holdout >= 0 and t.eval_every >= 0, "--holdout and --eval-every must be 0 or more")
     need(t.eval_count >= 2, "eval_count must be at least 2 (FID and KID need two images)")
+    need(t.checkpoint_minutes >= 0, "checkpoint_minutes must be 0 (off) or more")
+    need(t.on_nan in ON_NAN, f"--on-nan must be one of {', '.join(ON_NAN)}, not {t.on_nan!r}")
+    need(t.log in (None, "tensorboard"), f"--log takes tensorboard (or nothing), not {t.log!r}")
     need(t.eval_metric in EVAL_METRICS, f"unknown eval_metric {t.eval_metric!r}; choose one of "
                                         f"{', '.join(EVAL_METRICS)}")
-    if t.model in GENERATIVE:
-        need(t.eval_metric in ("fid", "kid") or t.eval_metric == "class_accuracy" and t.model == "cgan",
-             f"eval_metric {t.eval_metric} does not apply to {t.model} samples; choose fid or kid"
-             f"{' or class_accuracy' if t.model == 'cgan' else ''}")
-        need(t.holdout == 0, f"--holdout is for translation data; a {t.model} run holds out the last 10 % of "
-                             f"each class of labelled data (or uses its test split) by itself")
-    else:
-        need(t.eval_metric != "class_accuracy", "eval_metric class_accuracy is for cgan runs; choose fid, kid, "
-                                                "l1, psnr or ssim")
+
+
+def check_adversarial(t: TrainConfig, gan_loss: str) -> None:
+    """The adversarial loss, and the label tricks it allows."""
     from .engine.losses import GAN_LOSSES, TARGET_LOSSES
 
-    need(m.gan_loss in GAN_LOSSES, f"unknown gan_loss {m.gan_loss!r}; choose one of {', '.join(GAN_LOSSES)}")
+    need(gan_loss in GAN_LOSSES, f"unknown gan_loss {gan_loss!r}; choose one of {', '.join(GAN_LOSSES)}")
     if t.label_smoothing or t.noisy_labels or t.label_flip:
-        need(m.gan_loss in TARGET_LOSSES, f"label smoothing / noisy labels / label flips need gan_loss "
-                                          f"{', '.join(TARGET_LOSSES)}, not {m.gan_loss}")
-    if isinstance(m, DCGANConfig):
-        _validate_generative(t, m, need)
-        return
+        need(gan_loss in TARGET_LOSSES, f"label smoothing / noisy labels / label flips need gan_loss "
+                                        f"{', '.join(TARGET_LOSSES)}, not {gan_loss}")
+
+
+def check_network(t: TrainConfig, m: NetworkConfig) -> None:
+    """The options of the ResNet / U-Net generators and PatchGAN discriminators (NetworkConfig)."""
     from .nn.layers import INITS, NORMS, UPSAMPLES
 
     need(m.norm in NORMS, f"unknown norm {m.norm!r}; choose one of {', '.join(NORMS)}")
+    need(m.d_norm is None or m.d_norm in NORMS, f"unknown d_norm {m.d_norm!r}; choose one of {', '.join(NORMS)}")
     need(m.init in INITS, f"unknown init {m.init!r}; choose one of {', '.join(INITS)}")
     need(m.upsample in UPSAMPLES, f"unknown upsample {m.upsample!r}; choose one of {', '.join(UPSAMPLES)}")
     need(m.generator in ("resnet_9blocks", "resnet_6blocks", "unet"),
@@ -353,44 +328,3 @@ def validate(cfg: RunConfig) -> None:
              f"the U-Net generator needs a power-of-two --size of at least 32, got {t.size}")
     need(m.in_channels == 3 and m.out_channels == 3,
          "in_channels and out_channels must be 3: the data pipeline reads every image as RGB")
-    if isinstance(m, Pix2PixConfig):
-        need(m.direction in ("AtoB", "BtoA"), f"direction must be AtoB or BtoA, not {m.direction!r}")
-
-
-def _validate_generative(t: TrainConfig, m: DCGANConfig, need) -> None:
-    from .nn.dcgan import CONDITIONINGS, level_of, levels_for
-    from .nn.layers import INITS
-
-    try:
-        levels_for(t.size)
-    except ValueError as exc:
-        need(False, f"--size {t.size}: {exc}")
-    need(t.size <= 1024, f"--size {t.size} is too large for a DCGAN (at most 1024)")
-    need(m.latent_dim >= 1, "latent_dim must be at least 1")
-    need(getattr(m, "aux_classifier", 0.0) >= 0, "aux_classifier must be 0 (off) or a positive loss weight")
-    need(m.latent in ("normal", "spherical"), f"latent must be normal or spherical, not {m.latent!r}")
-    need(m.ngf >= 1 and m.ndf >= 1, "ngf and ndf must be at least 1")
-    need(m.channels in (0, 1, 3), f"channels must be 0 (from the data), 1 or 3, not {m.channels}")
-    need(m.norm in ("batch", "none"), f"norm must be batch or none for {t.model}, not {m.norm!r}")
-    need(m.d_norm in (None, "batch", "none"), f"d_norm must be batch or none, not {m.d_norm!r}")
-    need(m.init in INITS, f"unknown init {m.init!r}; choose one of {', '.join(INITS)}")
-    need(0.0 <= m.dropout < 1.0, "dropout must be in [0, 1)")
-    need(m.noise_injection >= 0, "noise_injection must be >= 0")
-    need(m.pool_size >= 0, "pool_size must be >= 0")
-    need(m.minibatch_std >= 0 and m.minibatch_discrimination >= 0,
-         "minibatch_std (a group size) and minibatch_discrimination (kernels) must be >= 0")
-    need(m.progressive_steps >= 1, "progressive_steps must be at least 1")
-    if m.progressive and m.progressive_start:
-        try:
-            level_of(t.size, m.progressive_start)
-        except ValueError as exc:
-            need(False, f"progressive_start: {exc}")
-    if (m.d_norm or m.norm) == "batch" and m.gan_loss == "wgan-gp":
-        need(False, "wgan-gp's penalty is per sample, which batch norm in the discriminator breaks; "
-                    "add --set d_norm=none")
-    if isinstance(m, CGANConfig):
-        need(m.n_classes >= 0, "n_classes must be >= 0 (0: from the data)")
-        need(m.conditioning in CONDITIONINGS, f"conditioning must be one of {', '.join(CONDITIONINGS)}")
-        need(m.conditioning != "cbn" or m.norm == "batch",
-             "conditioning cbn is a batch norm: it needs norm batch (or use --set conditioning=concat)")
-        need(m.embed_dim >= 1, "embed_dim must be at least 1")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,11 @@ import numpy as np
 
 from . import metrics
 from .errors import ConfigError, DataError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, json_safe
 from .images import resize
 
 log = logging.getLogger("translate.eval")
 
-EVAL_FILE = "eval.json"
 KID_SUBSETS = 100
 
 
@@ -85,7 +83,7 @@ def translate_batch(net, images: np.ndarray, *, batch_size: int = 8, seed: int =
     of image ``i`` is drawn from seed ``seed + i`` (repeatable, as ``translate run --seed``)."""
     import torch
 
-    from .export import _seeded_noise
+    from .nn.layers import seeded_noise
     from .images import to_float, to_uint8
 
     device = next(net.parameters()).device
@@ -97,7 +95,7 @@ def translate_batch(net, images: np.ndarray, *, batch_size: int = 8, seed: int =
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(to_float(images[i:i + batch_size])).to(device)
                 seeds = torch.arange(seed + i, seed + i + len(x), dtype=torch.int64, device=device)
-                with _seeded_noise(net, True, seeds):
+                with seeded_noise(net, True, seeds):
                     out.append(to_uint8(net(x).float()))
     finally:
         net.train(was_training)
@@ -125,16 +123,16 @@ def score_set(fake: np.ndarray, real: np.ndarray, *, inception: metrics.Inceptio
     return out
 
 
-def directions_of(cfg, direction: str | None) -> list[tuple[str, str, str]]:
-    """(direction, generator, source side) pairs a run is scored in."""
-    if cfg.train.model == "pix2pix":
-        own = cfg.model.direction
-        if direction is not None and direction != own:
-            raise ConfigError(f"this pix2pix run translates {own}; --direction {direction} needs a run trained that "
-                              f"way (train --direction {direction})")
-        return [(own, "G", own[0])]
-    both = [("AtoB", "G_AB", "A"), ("BtoA", "G_BA", "B")]
-    return [d for d in both if direction in (None, d[0])]
+def directions_of(cfg, direction: str | None) -> list:
+    """The translations (``models.Translation``) a run is scored in: all its family offers, or the one
+    ``direction``."""
+    from .models import family_of
+
+    offered = family_of(cfg).translations(cfg)
+    if direction is not None and direction not in [t.direction for t in offered]:
+        raise ConfigError(f"this {cfg.train.model} run translates {', '.join(t.direction for t in offered)}; "
+                          f"--direction {direction} needs a run trained that way")
+    return [t for t in offered if direction in (None, t.direction)]
 
 
 class TranslationScorer:
@@ -146,24 +144,30 @@ class TranslationScorer:
         self.directions = directions_of(cfg, direction)
         self.batch_size, self.seed = batch_size, seed
 
+    def _sides(self, tr) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets) of a translation."""
+        return (self.data.A, self.data.B) if tr.source == "A" else (self.data.B, self.data.A)
+
     def __call__(self, generators) -> dict[str, dict[str, Any]]:
         results = {}
-        for name, gen, src in self.directions:
-            x, y = (self.data.A, self.data.B) if src == "A" else (self.data.B, self.data.A)
-            fake = translate_batch(generators[gen], x, batch_size=self.batch_size, seed=self.seed)
-            results[name] = score_set(fake, y, inception=self.inception, real_key=f"{self.data.key}-{name[-1]}",
-                                      target=y if self.data.paired else None)
+        for tr in self.directions:
+            x, y = self._sides(tr)
+            fake = translate_batch(generators[tr.generator], x, batch_size=self.batch_size, seed=self.seed)
+            results[tr.direction] = score_set(fake, y, inception=self.inception,
+                                              real_key=f"{self.data.key}-{tr.target}",
+                                              target=y if self.data.paired else None)
         return results
 
     def gallery(self, generators, n: int = 8) -> dict[str, np.ndarray]:
         """Rows of a before / after grid (uint8 NHWC): input, output and (when paired) target, per direction."""
         rows = {}
-        for name, gen, src in self.directions:
-            x, y = (self.data.A, self.data.B) if src == "A" else (self.data.B, self.data.A)
-            rows[f"input {src}"] = x[:n]
-            rows[f"{name}"] = translate_batch(generators[gen], x[:n], batch_size=self.batch_size, seed=self.seed)
+        for tr in self.directions:
+            x, y = self._sides(tr)
+            rows[f"input {tr.source}"] = x[:n]
+            rows[tr.direction] = translate_batch(generators[tr.generator], x[:n], batch_size=self.batch_size,
+                                                 seed=self.seed)
             if self.data.paired:
-                rows[f"target {name[-1]}"] = y[:n]
+                rows[f"target {tr.target}"] = y[:n]
         return rows
 
 
@@ -241,19 +245,20 @@ def load_inception(path: str | Path | None, needed: bool, device: str = "cpu") -
 
 def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, direction: str | None = None,
                  limit: int | None = None, inception: str | Path | None = None, fid: bool = True,
-                 classify: bool = True, seed: int = 0, device: str = "cpu", run_dir: Path | None = None,
-                 dataset=None):
+                 classify: bool = True, seed: int = 0, device: str = "cpu", checkpoint=None, dataset=None):
     """The scorer of a run's config on a split of its data (or of ``data``), and a description.
     ``fid``: load the Inception network for FID / KID; ``classify``: judge cgan samples with the
     digit classifier (trained on the data's training split the first time). ``dataset``: the
     training run's own data set (``TranslationDataset`` or ``GenerationDataset``), whose held-out
-    images are then used without reading the data again."""
-    from .config import GENERATIVE
+    images are then used without reading the data again. ``checkpoint`` (a ``run.Checkpoint``): the
+    held-out files it records must still be the data's ``val`` split."""
+    from .models import family_of
 
     t = cfg.train
+    fam = family_of(cfg)
     source = str(data) if data is not None else t.data
     net = load_inception(inception, fid, device)
-    if t.model in GENERATIVE:
+    if fam.generative:
         return _sample_scorer(cfg, source, limit, net, seed, classify,
                               held=None if dataset is None else dataset.held_out)
     from .data import TranslationDataset, detect_layout
@@ -262,7 +267,7 @@ def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, dir
         if source is not None and not Path(source).exists():
             raise DataError(f"the data {source} is not there any more; give its new place with --data DIR")
         dataset = TranslationDataset(detect_layout(source), size=t.size, load_size=t.load_size, flip=False,
-                                     unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
+                                     unpaired=fam.data == "unpaired", synthetic_count=t.synthetic_count, seed=t.seed,
                                      max_bad_fraction=1.0, holdout=t.holdout)
     images = dataset.split(split)
     if images is None:
@@ -270,27 +275,10 @@ def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, dir
         hint = (f"train with --holdout N to hold the last N images out as validation{folder}"
                 if split == "val" else "add test/ (or testA/ + testB/) to the data, or use --split val")
         raise DataError(f"{source} has no {split} images: {hint}")
-    if run_dir is not None and data is None and split == "val" and t.holdout:
-        _check_holdout(run_dir, images)
+    if checkpoint is not None and data is None and split == "val" and t.holdout:
+        checkpoint.check_holdout(images)
     prepared = prepare(images, t.size, limit)
     return TranslationScorer(cfg, prepared, inception=net, direction=direction, seed=seed), prepared.description
-
-
-def _check_holdout(run_dir: Path, images) -> None:
-    """The held-out files are still the ones the run recorded at training time (``holdout.json``):
-    a file added or removed since would move the split onto images the run trained on."""
-    from .train import HOLDOUT_FILE, holdout_listing
-
-    path = Path(run_dir) / HOLDOUT_FILE
-    if not path.is_file():
-        return  # a run from before the record, or the embedded set
-    recorded, now = json.loads(path.read_text()), holdout_listing(images)
-    if recorded != now:
-        gone = sorted(set(recorded["A"] + recorded["B"]) - set(now["A"] + now["B"]))
-        n = max(len(recorded["A"]), len(recorded["B"]))
-        raise DataError(f"the data changed since {run_dir} was trained: its held-out images are no longer the last "
-                        f"{n} by name ({(gone or ['new files'])[0]} ...), so --split val would score images it "
-                        f"trained on; restore the files, or score other data with --data")
 
 
 def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify: bool, held=None):
@@ -314,7 +302,9 @@ def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify
     count = len(held) if limit is None else min(limit, len(held))
     idx = np.linspace(0, len(held) - 1, count).round().astype(int) if count < len(held) else np.arange(len(held))
     real = to_uint8(np.stack([ds[(int(i), 0)]["image"].numpy() for i in idx]))
-    conditional = t.model == "cgan"
+    from .models import family_of
+
+    conditional = family_of(cfg).conditional
     labels = held.labels[idx] if held.labelled and conditional else None
     classes = list(held.classes) if held.labelled and conditional else []
     classifier = None
@@ -334,41 +324,31 @@ def _sample_scorer(cfg, source: str, limit: int | None, net, seed: int, classify
 
 
 # --- running it --------------------------------------------------------------------------------
-def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None, split: str = "val",
+def evaluate_run(source: str | Path, *, data: str | Path | None = None, split: str = "val",
                  direction: str | None = None, limit: int | None = None, inception: str | Path | None = None,
                  fid: bool = True, write: bool = True) -> dict[str, Any]:
-    """Score a run's generators (EMA weights when kept) and write ``RUN/eval.json``."""
-    from .export import load_generators
+    """Score the generators (EMA weights when kept) of a run's latest checkpoint or of a checkpoint
+    folder, and write ``RUN/eval.json`` (``eval-<checkpoint>.json`` for another checkpoint)."""
+    from .run import open_checkpoint
 
-    every = load_generators(run_dir)
+    ckpt = open_checkpoint(source)
+    every = ckpt.generators()
     loaded = next(iter(every.values()))
     cfg = loaded.cfg
     scorer, description = build_scorer(cfg, split=split, data=data, direction=direction, limit=limit,
-                                       inception=inception, fid=fid, seed=cfg.train.seed, run_dir=loaded.run_dir)
+                                       inception=inception, fid=fid, seed=cfg.train.seed, checkpoint=ckpt)
     results = scorer({name: g.net for name, g in every.items()})
     report = {
-        "run": str(loaded.run_dir), "checkpoint": loaded.checkpoint.name, "step": loaded.step, "ema": loaded.ema,
+        "run": str(loaded.run_dir), "checkpoint": ckpt.name, "step": loaded.step, "ema": loaded.ema,
         "model": cfg.train.model, "split": split, "data": str(data or cfg.train.data or "synthetic"),
         "images": description, "size": cfg.train.size, "fid_network": network_note(scorer.inception),
         "results": results,
     }
     if write:
-        path = eval_file(loaded.run_dir, loaded.checkpoint)
-        atomic_write_text(path, json.dumps(_clean(report), indent=2) + "\n")
+        path = ckpt.run.eval_path(ckpt)
+        atomic_write_text(path, json.dumps(json_safe(report), indent=2) + "\n")
         report["written"] = str(path)
     return report
-
-
-def eval_file(run_dir: Path, checkpoint: Path) -> Path:
-    """Where the scores of ``checkpoint`` go: ``RUN/eval.json`` for the run's latest checkpoint,
-    ``RUN/eval-<checkpoint>.json`` for another (``best``, an older ``step-<N>``), so scoring the best
-    checkpoint does not replace the scores of the latest."""
-    from .engine.checkpoint import resolve_checkpoint
-
-    latest = resolve_checkpoint(run_dir)
-    if checkpoint.resolve() == latest.resolve():
-        return run_dir / EVAL_FILE
-    return run_dir / f"eval-{checkpoint.name}.json"
 
 
 def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Path | None = None,
@@ -377,7 +357,7 @@ def evaluate_folders(real: str | Path, fake: str | Path, *, inception: str | Pat
     PSNR / SSIM over the files with equal names (relative path without extension). A fake of
     another size than its real image is resized to it (all pairs go to ``size``, or 256 x 256 when
     the real images differ in size among themselves)."""
-    from .data.folders import scan_images
+    from .data.scan import scan_images
     from .images import load_rgb
 
     real, fake = Path(real), Path(fake)
@@ -441,39 +421,13 @@ def network_note(net: metrics.InceptionFeatures | None) -> str:
             f"PIL bicubic per channel in float (clean-fid 'clean')")
 
 
-def _clean(obj):
-    """JSON-safe: NaN and infinities as null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 # --- a table for the terminal ------------------------------------------------------------------
-COLUMNS = (("l1", "L1", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("fid", "FID", "{:.2f}"),
-           ("kid", "KID x1e3", None), ("class_accuracy", "class acc", "{:.1%}"), ("classifier_fd", "clf FD", "{:.2f}"))
-
-
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    cols = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
-    header = ["", "n"] + [c[1] for c in cols]
-    rows = [header]
+    cols = metrics.metrics_in(results)
+    rows = [["", "n"] + [m.label for m in cols]]
     for name, r in results.items():
-        row = [name, str(r.get("n", ""))]
-        for key, _, fmt in cols:
-            v = r.get(key)
-            if v is None:
-                row.append("-")
-            elif key == "kid":  # the spread over subsets (0 when every subset is the whole set)
-                std = r.get("kid_std") or 0.0
-                row.append(f"{v * 1e3:.2f}" + (f" ± {std * 1e3:.2f}" if std > 0 else ""))
-            else:
-                row.append(fmt.format(v))
-        rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        rows.append([name, str(r.get("n", ""))] + [m.format(r) for m in cols])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      for r in rows)
 

@@ -18,7 +18,6 @@ hash of the run's config.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -32,8 +31,10 @@ import torch
 from torch import nn
 
 from . import __version__
-from .errors import CheckpointError, ConfigError, TranslateError
+from .errors import ConfigError, TranslateError
 from .fileio import atomic_path
+from .nn.layers import seeded_noise
+from .run import LoadedGenerator, config_hash, load_generator
 
 log = logging.getLogger("translate.export")
 
@@ -54,75 +55,6 @@ class ExportResult:
     checks: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     int8: dict[str, float] | None = None
-
-
-# --- loading a trained generator ---------------------------------------------------------------
-@dataclass
-class LoadedGenerator:
-    net: nn.Module
-    name: str  # "G", "G_AB", "G_BA"
-    cfg: Any  # RunConfig
-    run_dir: Path
-    checkpoint: Path
-    step: int
-    ema: bool
-
-    @property
-    def source_side(self) -> str:
-        """The domain the generator reads: "A" or "B"."""
-        if self.name == "G":
-            return "A" if self.cfg.model.direction == "AtoB" else "B"
-        return self.name[2]
-
-    @property
-    def direction(self) -> str:
-        return "AtoB" if self.source_side == "A" else "BtoA"
-
-
-def load_generator(source: str | Path, generator: str | None = None) -> LoadedGenerator:
-    """A run directory or a ``step-<N>`` folder -> its generator, in eval mode on the CPU, with the
-    EMA weights when the run kept them (those are what its sample grids showed)."""
-    return _load_generators(source, generator)[0]
-
-
-def load_generators(source: str | Path) -> dict[str, LoadedGenerator]:
-    """Every generator of a run or checkpoint by name (G, or G_AB and G_BA), from one read of it."""
-    return {g.name: g for g in _load_generators(source, None, every=True)}
-
-
-def _load_generators(source: str | Path, generator: str | None, every: bool = False) -> list[LoadedGenerator]:
-    from .engine.checkpoint import load_checkpoint, resolve_checkpoint
-    from .models import build_model
-    from .train import load_run_config
-
-    ckpt = resolve_checkpoint(source)
-    run_dir = ckpt.parent
-    cfg = load_run_config(run_dir)
-    model = build_model(cfg)
-    names = list(model.generators)
-    name = generator or names[0]
-    if name not in names:
-        raise ConfigError(f"{run_dir} has generators {', '.join(names)}, not {name!r}; choose one with --generator")
-    weights, state, ckpt = load_checkpoint(ckpt)
-    loaded = []
-    for name in names if every else [name]:
-        prefix = f"generators.{name}."
-        ema_prefix = f"ema.{name}."
-        use_ema = any(k.startswith(ema_prefix) for k in weights)
-        p = ema_prefix if use_ema else prefix
-        sd = {k[len(p):]: v for k, v in weights.items() if k.startswith(p)}
-        net = model.generators[name]
-        missing, unexpected = net.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{ckpt} does not fit the {name} its config.json describes (missing "
-                                  f"{len(missing)}, unexpected {len(unexpected)} tensors); is config.json from this "
-                                  f"run?")
-        if use_ema and hasattr(model, "refresh_norm_stats"):  # batch-norm statistics of the averaged weights
-            with torch.random.fork_rng():
-                model.refresh_norm_stats(net)
-        net.eval()
-        loaded.append(LoadedGenerator(net, name, cfg, run_dir, ckpt, int(state.get("step", 0)), use_ema))
-    return loaded
 
 
 def size_multiple(net: nn.Module) -> int:
@@ -156,20 +88,8 @@ class _Graph(nn.Module):
         self.noise = noise
 
     def forward(self, image: torch.Tensor, noise_seed: torch.Tensor | None = None) -> torch.Tensor:
-        with _seeded_noise(self.net, self.noise, noise_seed):
+        with seeded_noise(self.net, self.noise, noise_seed):
             return self.net(image)
-
-
-@contextlib.contextmanager
-def _seeded_noise(net: nn.Module, active: bool, seeds: torch.Tensor | None):
-    """The exported graph's noise: drawn from ``seeds`` (fixed mode) or off; back to sampling after."""
-    from .nn.layers import set_noise_mode
-
-    set_noise_mode(net, "fixed" if active else "off", seeds if active else None)
-    try:
-        yield
-    finally:
-        set_noise_mode(net, "sample")
 
 
 def torch_reference(net: nn.Module, image: np.ndarray, seeds: np.ndarray | None, noise: bool) -> np.ndarray:
@@ -194,10 +114,6 @@ def _winograd_off(net: nn.Module):
     finally:
         for m, on in zip(layers, before):
             m.enabled = on
-
-
-def config_hash(cfg: Any) -> str:
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def metadata_for(g: LoadedGenerator, noise: str, precision: str) -> dict[str, str]:
@@ -251,7 +167,7 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
     if opset < 13:
         raise ConfigError(f"--opset {opset} is too old; use 13 or newer (17 recommended)")
     g = load_generator(source, generator)
-    if is_generative(g) and int8:
+    if g.family.generative and int8:
         raise ConfigError(f"--int8 is calibrated on input images, and {g.cfg.train.model} generators take "
                           f"latents; export it in fp32 (or --fp16 for GPUs)")
     precision = "fp16" if fp16 else "int8" if int8 else "fp32"
@@ -260,7 +176,7 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
         raise ConfigError(f"{path}: the output must end in .onnx")
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} already exists; pass --overwrite to replace it, or choose another --out")
-    if is_generative(g):
+    if g.family.generative:
         return _export_generative(g, path, opset=opset, noise=noise, fp16=fp16)
     calib_images = _calibration_images(calibration, g) if int8 else None
     active = noise == "sample" and has_noise(g.net)
@@ -300,12 +216,6 @@ def export_generator(source: str | Path, *, generator: str | None = None, out: s
 
 
 # --- noise-to-image generators (dcgan, cgan) ----------------------------------------------------------
-def is_generative(g: LoadedGenerator) -> bool:
-    from .config import GENERATIVE
-
-    return g.cfg.train.model in GENERATIVE
-
-
 class _LatentGraph(nn.Module):
     """What is traced for a noise-to-image generator: ``latent`` (N, latent_dim) float32, then
     ``label`` (N,) int64 when class-conditional, then ``noise_seed`` (N,) int64 when the generator
@@ -321,7 +231,7 @@ class _LatentGraph(nn.Module):
 
     def forward(self, latent: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         label = rest[0] if self.conditional else None
-        with _seeded_noise(self.net, self.noise, rest[-1] if self.noise else None):
+        with seeded_noise(self.net, self.noise, rest[-1] if self.noise else None):
             return self.net(latent, label)
 
 
@@ -336,13 +246,11 @@ def generative_inputs(net: nn.Module, noise: bool, n: int, seed: int = 0) -> dic
 
 
 def generative_metadata(g: LoadedGenerator, noise: str, precision: str) -> dict[str, str]:
-    from .train import read_classes
-
     t, m = g.cfg.train, g.cfg.model
     n_classes = int(getattr(m, "n_classes", 0))
     return {
         "family": t.model, "generator": g.name, "latent_dim": str(m.latent_dim), "latent": m.latent,
-        "n_classes": str(n_classes), "classes": json.dumps(read_classes(g.run_dir, n_classes) if n_classes else []),
+        "n_classes": str(n_classes), "classes": json.dumps(g.checkpoint.classes(n_classes) if n_classes else []),
         "channels": str(g.net.channels), "train_size": str(t.size),
         "normalisation": json.dumps({"mean": [0.5] * g.net.channels, "std": [0.5] * g.net.channels,
                                      "range": [-1, 1], "layout": "NCHW"}),
@@ -442,7 +350,7 @@ def _real_images(g: LoadedGenerator, n: int, side: int) -> np.ndarray | None:
     t = g.cfg.train
     try:
         layout = detect_layout(t.data)
-        ds = TranslationDataset(layout, size=side, load_size=None, flip=False, unpaired=t.model == "cyclegan",
+        ds = TranslationDataset(layout, size=side, load_size=None, flip=False, unpaired=g.family.data == "unpaired",
                                 synthetic_count=t.synthetic_count, seed=t.seed)
         batch = ds.sample_batch(n)
     except TranslateError as exc:
@@ -490,36 +398,15 @@ def to_fp16(model):
     """fp16 weights and activations for GPU providers; InstanceNormalization (whose variance
     overflows fp16 on bright images) stays fp32, as do the graph's inputs and outputs."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         half = convert_float_to_float16(model, keep_io_types=True, op_block_list=["InstanceNormalization",
                                                                                   "Resize", "Range", "Mod"])
-    _toposort(half.graph)  # the converter appends its input casts at the end of the node list
+    # the converter appends its input casts at the end of the node list; ONNX wants them first
+    OnnxModel.graph_topological_sort(half.graph, is_deterministic=True)
     return half
-
-
-def _toposort(graph) -> None:
-    """Order ``graph.node`` so every node comes after the nodes it reads from (ONNX requires it)."""
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    nodes, ordered = list(graph.node), []
-    while nodes:
-        rest = []
-        for n in nodes:
-            if all(i in ready for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(nodes):  # a cycle or a dangling input: leave the rest as they were
-            ordered += rest
-            break
-        nodes = rest
-    copies = [type(n)() for n in ordered]
-    for c, n in zip(copies, ordered):
-        c.CopyFrom(n)
-    del graph.node[:]
-    graph.node.extend(copies)
 
 
 # --- int8 --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -69,3 +70,14 @@ def cache_dir() -> Path:
     """Where derived files (the digit classifier, real-image statistics) are cached:
     ``$TRANSLATE_CACHE``, default ``~/.cache/translate``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "translate")
+
+
+def json_safe(obj):
+    """``obj`` with NaN and infinities as None (JSON's null), through dicts, lists and tuples."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

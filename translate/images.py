@@ -50,14 +50,24 @@ def alpha_of(img: Image.Image) -> np.ndarray | None:
     return None
 
 
-def load_rgb(path: str | Path, *, keep_alpha: bool = False, at_least: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode an image file to uint8 HWC RGB, honouring EXIF orientation. With ``keep_alpha``, an
-    image with transparency comes as RGBA (the colour still converted as ``to_rgb`` does).
+class TooManyPixels(ValueError):
+    """An image whose header declares more pixels than the caller accepts (checked before decoding)."""
+
+
+def load_rgb(path, *, keep_alpha: bool = False, at_least: tuple[int, int] | None = None,
+             max_pixels: int | None = None, formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """Decode an image file (a path or a binary file object) to uint8 HWC RGB, honouring EXIF
+    orientation. With ``keep_alpha``, an image with transparency comes as RGBA (the colour still
+    converted as ``to_rgb`` does).
     ``at_least=(w, h)`` lets a JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's scaled inverse DCT)
     while it stays at least that large: for an image about to be resized down, the decode is 2x
     faster or more and the result differs by under 0.1 grey level on average (measured at 1/2).
+    ``max_pixels``: refuse (``TooManyPixels``) an image declaring more pixels, from its header,
+    before any pixel is decoded. ``formats``: the Pillow formats to try (default: all).
     Raises OSError/ValueError."""
-    with Image.open(path) as img:
+    with Image.open(path, formats=formats) as img:
+        if max_pixels is not None and img.size[0] * img.size[1] > max_pixels:
+            raise TooManyPixels(f"{img.size[0]}x{img.size[1]} pixels, more than the {max_pixels} accepted")
         if at_least is not None and img.format == "JPEG":
             img.draft(None, at_least)
         img = ImageOps.exif_transpose(img)

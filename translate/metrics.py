@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,57 @@ import numpy as np
 from .errors import ConfigError
 
 log = logging.getLogger("translate.metrics")
+
+
+# --- the one list of metrics -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Metric:
+    """A score as every part of the project shows and compares it: the key in score results, the
+    column label, the display format, which way is better, and what it needs: ``ground_truth``
+    (aligned target images), ``inception`` (the FID network) or ``classes`` (a class-conditional
+    model judged by the project's classifier). ``selectable``: ``--eval-metric`` may keep the best
+    checkpoint by it. ``scale`` multiplies the value for display; ``spread`` names the key of its
+    spread (shown as ``± x``)."""
+
+    name: str
+    label: str
+    fmt: str
+    higher_is_better: bool
+    needs: str
+    selectable: bool = True
+    scale: float = 1.0
+    spread: str | None = None
+
+    def format(self, scores: dict[str, Any]) -> str:
+        """This metric's value in ``scores`` (one direction's results), or "-"."""
+        value = scores.get(self.name)
+        if value is None:
+            return "-"
+        text = self.fmt.format(value * self.scale)
+        spread = scores.get(self.spread) if self.spread else None
+        return text + (f" ± {self.fmt.format(spread * self.scale)}" if spread else "")  # 0: no spread to show
+
+    def better(self, a: float, b: float) -> bool:
+        """Is ``a`` better than ``b``?"""
+        return a > b if self.higher_is_better else a < b
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("l1", "L1", "{:.4f}", False, "ground_truth"),
+    Metric("psnr", "PSNR dB", "{:.2f}", True, "ground_truth"),
+    Metric("ssim", "SSIM", "{:.4f}", True, "ground_truth"),
+    Metric("fid", "FID", "{:.2f}", False, "inception"),
+    Metric("kid", "KID x1e3", "{:.2f}", False, "inception", scale=1e3, spread="kid_std"),
+    Metric("class_accuracy", "class acc", "{:.1%}", True, "classes"),
+    Metric("classifier_fd", "clf FD", "{:.2f}", False, "classes", selectable=False),
+)
+METRIC: dict[str, Metric] = {m.name: m for m in METRICS}
+EVAL_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.selectable)  # --eval-metric's choices
+
+
+def metrics_in(results: dict[str, dict[str, Any]]) -> list[Metric]:
+    """The metrics that some direction of ``results`` holds, in the list's order."""
+    return [m for m in METRICS if any(r.get(m.name) is not None for r in results.values())]
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -370,8 +422,3 @@ def paired_scores(output, target, chunk: int = 16) -> dict[str, np.ndarray]:
         o, t = output[i:i + chunk], target[i:i + chunk]
         parts.append({"l1": l1(o, t), "psnr": psnr(o, t), "ssim": ssim(o, t)})
     return {k: np.concatenate([p[k] for p in parts]) for k in ("l1", "psnr", "ssim")}
-
-
-# which way is better, for picking the best checkpoint
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "class_accuracy": True, "fid": False, "kid": False, "l1": False,
-                    "classifier_fd": False}

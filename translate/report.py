@@ -97,31 +97,34 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, gallery:
 
     from .errors import CheckpointError, ConfigError
     from .fileio import atomic_write_text
-    from .train import load_run_config
+    from .models import family_of
+    from .run import BEST_FILE, EVAL_FILE, Run
 
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)  # refuses a folder that is not a run, with the fix
-    path = Path(out) if out is not None else run_dir / "report.html"
+    run = Run(run_dir)
+    run_dir = run.path
+    cfg = run.config  # refuses a folder that is not a run, with the fix
+    generative = family_of(cfg).generative
+    path = Path(out) if out is not None else run.report_path
     if out is not None and path.exists() and not overwrite:
         raise ConfigError(f"{path} exists; pass --overwrite to replace it, or choose another --out")
     esc = html.escape
     sections: list[str] = []
     t = cfg.train
-    warnings, step = _warnings_and_step(run_dir)
+    warnings, step = _warnings_and_step(run)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         # scores
         parts = []
-        ev = _read_json(run_dir / "eval.json")
+        ev = _read_json(run.path / EVAL_FILE)
         if ev:
             parts.append(f"<p>translate eval of {esc(str(ev.get('checkpoint')))} (step {ev.get('step')}) on "
                          f"{esc(str(ev.get('images')))}. FID network: {esc(str(ev.get('fid_network')))}.</p>")
             parts.append(_scores_table(ev.get("results", {})))
-        best = _read_json(run_dir / "best" / "best.json")
+        best = _read_json(run.best_dir / BEST_FILE)
         if best:
             parts.append(f"<p>Best checkpoint by {esc(str(best['metric']))}: {best['value']:.4g} at step "
-                         f"{best['step']} (<code>{esc(str(run_dir / 'best'))}</code>).</p>")
-        evals = read_metrics(run_dir / "evals.jsonl")
+                         f"{best['step']} (<code>{esc(str(run.best_dir))}</code>).</p>")
+        evals = read_metrics(run.evals_path)
         if evals:
             png = plot_eval_history(evals, tmp / "evals.png")
             parts.append(_img(png, f"{evals[-1]['metric']} during training (--eval-every)"))
@@ -130,10 +133,10 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, gallery:
                          f"<code>--eval-every N</code>).</p>")
         sections.append(_section("Scores", "".join(parts)))
         # losses
-        png = plot_loss_curves(run_dir / "metrics.jsonl", tmp / "losses.png")
+        png = plot_loss_curves(run.metrics_path, tmp / "losses.png")
         sections.append(_section("Loss curves", _img(png, "losses") if png else "<p>No losses logged yet.</p>"))
         # samples over time
-        grids = sorted((run_dir / "samples").glob("step-*.png")) if (run_dir / "samples").is_dir() else []
+        grids = sorted(run.samples_dir.glob("step-*.png")) if run.samples_dir.is_dir() else []
         if len(grids) > MAX_GRIDS:
             keep = np.linspace(0, len(grids) - 1, MAX_GRIDS).round().astype(int)
             grids = [grids[i] for i in sorted(set(keep.tolist()))]
@@ -142,8 +145,8 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None, gallery:
         # gallery
         if gallery > 0:
             try:
-                sections.append(_section("Before / after (validation images)" if t.model not in ("dcgan", "cgan")
-                                         else "Samples (final weights)", _gallery(run_dir, gallery, tmp)))
+                sections.append(_section("Samples (final weights)" if generative else
+                                         "Before / after (validation images)", _gallery(run, gallery, tmp)))
             except (ConfigError, CheckpointError, OSError, ValueError) as exc:
                 sections.append(_section("Before / after", f"<p>No gallery: {esc(str(exc))}</p>"))
             except Exception as exc:  # noqa: BLE001 - a data error must not cost the rest of the report
@@ -197,40 +200,35 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _warnings_and_step(run_dir: Path) -> tuple[list, int]:
-    """The health warnings and step recorded in the run's latest checkpoint (read with
-    ``weights_only=True``; weights are not loaded)."""
-    from .engine.checkpoint import TRAINER, resolve_checkpoint
-    from .errors import CheckpointError
-
-    try:
-        ckpt = resolve_checkpoint(run_dir)
-    except CheckpointError:
-        return [], 0
+def _warnings_and_step(run) -> tuple[list, int]:
+    """The health warnings and step recorded in the run's latest checkpoint (its trainer state
+    alone, read with ``weights_only=True``; weights are not loaded)."""
     import torch
 
+    from .engine.checkpoint import TRAINER
+
+    ckpt = run.latest()
+    if ckpt is None:
+        return [], 0
     try:
-        state = torch.load(ckpt / TRAINER, map_location="cpu", weights_only=True)
+        state = torch.load(ckpt.path / TRAINER, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - a damaged file: the report still renders
         return [], 0
     return list(state.get("warnings", [])), int(state.get("step", 0))
 
 
-_SCORE_KEYS = (("n", "images", "{}"), ("l1", "L1", "{:.4f}"), ("psnr", "PSNR (dB)", "{:.2f}"),
-               ("ssim", "SSIM", "{:.4f}"), ("fid", "FID", "{:.2f}"), ("kid", "KID", "{:.4f}"),
-               ("class_accuracy", "class accuracy", "{:.1%}"), ("classifier_fd", "classifier FD", "{:.2f}"))
-
-
 def _scores_table(results: dict) -> str:
     import html
 
-    keys = [k for k in _SCORE_KEYS if any(r.get(k[0]) is not None for r in results.values())]
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label, _ in keys)
+    from .metrics import metrics_in
+
+    cols = metrics_in(results)
+    head = "".join(f"<th>{html.escape(m.label)}</th>" for m in cols)
     rows = []
     for name, r in results.items():
-        cells = "".join(f"<td>{fmt.format(r[k]) if r.get(k) is not None else '-'}</td>" for k, _, fmt in keys)
-        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
-    return f"<table><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+        cells = "".join(f"<td>{html.escape(m.format(r))}</td>" for m in cols)
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{r.get('n', '-')}</td>{cells}</tr>")
+    return f"<table><tr><th></th><th>images</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def plot_eval_history(rows: list[dict], out_path: str | Path) -> Path:
@@ -254,19 +252,19 @@ def plot_eval_history(rows: list[dict], out_path: str | Path) -> Path:
     return _save_figure(fig, out_path)
 
 
-def _gallery(run_dir: Path, n: int, tmp: Path) -> str:
-    """Validation images through the run's generators (input, output, target), or a cgan's samples
-    per class, as one embedded grid."""
+def _gallery(run, n: int, tmp: Path) -> str:
+    """Validation images through the run's generators (input, output, target), or a generative
+    run's samples (per class for a conditional one), as one embedded grid."""
     from .evaluate import build_scorer
-    from .export import load_generators
     from .images import to_float
+    from .run import open_checkpoint
 
-    every = load_generators(run_dir)
+    every = open_checkpoint(run.path).generators()
     loaded = next(iter(every.values()))
     scorer, description = build_scorer(loaded.cfg, split="val", limit=n, fid=False, classify=False)
     rows = scorer.gallery({name: g.net for name, g in every.items()}, n)
     png = save_grid({k: to_float(v if v.shape[-1] == 3 else np.repeat(v, 3, -1)) for k, v in rows.items() if len(v)},
                     tmp / "gallery.png")
     weights = "EMA weights" if loaded.ema else "weights"
-    what = description if loaded.cfg.train.model not in ("dcgan", "cgan") else "samples, seed 0"
+    what = "samples, seed 0" if loaded.family.generative else description
     return _img(png, f"{what}; {weights} of {loaded.checkpoint.name}")

@@ -16,6 +16,7 @@ normalisation whose receptive field fits in the overlap's margin, the result equ
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -24,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from struct import error as struct_error
+
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, DeviceError, TranslateError
-from .images import alpha_of, is_image_file, load_rgb, to_float, to_rgb, to_uint8
+from .errors import ConfigError, DataError, DeviceError, TranslateError
+from .images import TooManyPixels, alpha_of, is_image_file, load_rgb, to_float, to_rgb, to_uint8
 from .images import resize as resize_image
 
 log = logging.getLogger("translate.run")
@@ -37,6 +40,7 @@ PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProv
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 DEFAULT_TILE = 1024
 TRT_MAX_SIDE = 4096  # TensorRT's engine profile with --tile 0
+SEED_RANGE = 2**31 - 1  # noise_seed values are in [0, SEED_RANGE)
 
 
 class ModelError(TranslateError):
@@ -305,10 +309,10 @@ class Translator:
     def seeds_for(self, n: int, keys: Sequence[str] | None = None) -> np.ndarray:
         """One noise seed per image: fresh, or (with ``seed``) from the seed and the image's key."""
         if self.seed is None:
-            return self._rng.integers(0, 2**31 - 1, n, dtype=np.int64)
+            return self._rng.integers(0, SEED_RANGE, n, dtype=np.int64)
         if keys is None:
-            return np.full(n, self.seed % (2**31 - 1), dtype=np.int64)
-        return np.array([zlib.crc32(f"{self.seed}:{k}".encode()) % (2**31 - 1) for k in keys], dtype=np.int64)
+            return np.full(n, noise_seed(self.seed), dtype=np.int64)
+        return np.array([zlib.crc32(f"{self.seed}:{k}".encode()) % SEED_RANGE for k in keys], dtype=np.int64)
 
     def needs_tiling(self, h: int, w: int) -> bool:
         ph, pw = padded_size(h, self.multiple, self.info.min_side), padded_size(w, self.multiple, self.info.min_side)
@@ -316,9 +320,12 @@ class Translator:
             return max(ph, pw) > self.tile
         return bool(self.tile) and ph * pw > self.tile * self.tile and max(ph, pw) > self.tile
 
-    def run_same_shape(self, arrays: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[np.ndarray]:
+    def run_same_shape(self, arrays: Sequence[np.ndarray], keys: Sequence[str] | None = None,
+                       seeds: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Images of one shape (uint8 HWC RGB) in one inference call (or tiles); ``seeds``: the
+        noise seed of each image (default: from the translator's ``seed`` and ``keys``)."""
         h, w = arrays[0].shape[:2]
-        seeds = self.seeds_for(len(arrays), keys)
+        seeds = self.seeds_for(len(arrays), keys) if seeds is None else np.asarray(seeds, dtype=np.int64)
         if self.needs_tiling(h, w):
             return [self._tiled(a, int(s)) for a, s in zip(arrays, seeds)]
         x = np.stack([pad_to_multiple(to_float(a), self.multiple, self.info.min_side) for a in arrays])
@@ -368,6 +375,12 @@ class Translator:
                 acc[:, y0: y0 + th, x0: x0 + tw] += y[k] * wt
                 wsum[y0: y0 + th, x0: x0 + tw] += wt
         return to_pixels(acc / wsum, h, w)
+
+
+def noise_seed(seed: int) -> int:
+    """The model's ``noise_seed`` for a user's seed (``Translator(seed=S)``, ``seed=S`` of the HTTP API
+    and the browser page all give the same noise)."""
+    return int(seed) % SEED_RANGE
 
 
 def newest_model(folder: str | Path = "export") -> Path | None:
@@ -475,7 +488,59 @@ def decode(path: Path, resize: int | None = None) -> np.ndarray:
     return out
 
 
+# Formats decoded from untrusted bytes (the HTTP server): common raster formats only (JPEG includes
+# phones' multi-picture JPEGs), none whose Pillow plugin runs an external program (EPS) or is
+# rarely used and little tested.
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "TGA")
+
+
+class UnreadableImage(DataError):
+    """Bytes that are not an image of a known format, or a truncated / corrupt one."""
+
+
+class ImageTooLarge(DataError):
+    """An image with more pixels than allowed (refused from its header, before decoding)."""
+
+
+def decode_bytes(data: bytes, *, max_pixels: int | None = None,
+                 formats: tuple[str, ...] | None = UPLOAD_FORMATS) -> np.ndarray:
+    """An encoded image in memory -> uint8 HWC RGB, or RGBA when it has transparency: what
+    :func:`decode` does for a file (EXIF orientation, grayscale, palette, 16-bit). ``max_pixels`` is
+    checked from the header before any pixel is decoded, so a decompression bomb costs nothing.
+    Raises ``UnreadableImage`` or ``ImageTooLarge`` with one line."""
+    if not data:
+        raise UnreadableImage("empty image: no bytes")
+    try:
+        return load_rgb(io.BytesIO(data), keep_alpha=True, max_pixels=max_pixels, formats=formats)
+    except (TooManyPixels, Image.DecompressionBombError) as exc:
+        raise ImageTooLarge(f"the image is too large ({exc})") from None
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(f"not an image of a format read here ({', '.join(formats or ('any',)).lower()})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, struct_error) as exc:
+        raise UnreadableImage(f"truncated or corrupt image ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})") from None
+
+
 ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
+ENCODE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+
+
+def to_image(rgb: np.ndarray, fmt: str, alpha: np.ndarray | None = None) -> Image.Image:
+    """A translated image, with the input's alpha put back on where the Pillow format ``fmt`` can hold it."""
+    return Image.fromarray(np.dstack([rgb, alpha]) if alpha is not None and fmt in ALPHA_FORMATS else rgb)
+
+
+def encode_bytes(rgb: np.ndarray, fmt: str = "PNG", alpha: np.ndarray | None = None, *,
+                 quality: int | None = None, compress_level: int | None = None) -> bytes:
+    """Encode in memory (what the HTTP server sends back); ``fmt`` a Pillow format name."""
+    kwargs = dict(ENCODE_OPTIONS.get(fmt, {}))
+    if quality is not None and fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if compress_level is not None and fmt == "PNG":
+        kwargs["compress_level"] = compress_level
+    buf = io.BytesIO()
+    to_image(rgb, fmt, alpha).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
 
 
 def encode(rgb: np.ndarray, dst: Path, alpha: np.ndarray | None = None) -> None:
@@ -483,10 +548,9 @@ def encode(rgb: np.ndarray, dst: Path, alpha: np.ndarray | None = None) -> None:
     from .fileio import atomic_path
 
     fmt = WRITABLE.get(dst.suffix.lower(), "PNG")
-    kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-    img = Image.fromarray(np.dstack([rgb, alpha]) if alpha is not None and fmt in ALPHA_FORMATS else rgb)
+    img = to_image(rgb, fmt, alpha)
     with atomic_path(dst) as tmp:
-        img.save(tmp, format=fmt, **kwargs)
+        img.save(tmp, format=fmt, **ENCODE_OPTIONS.get(fmt, {}))
 
 
 def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = None, overwrite: bool = False,

@@ -86,17 +86,16 @@ class Generator:
 
 
 def from_run(source: str | Path) -> Generator:
-    """The generator of a run (EMA weights when kept), on the CPU."""
-    from .config import GENERATIVE
-    from .export import load_generator
-    from .train import read_classes
+    """The generator of a run or checkpoint folder (EMA weights when kept), on the CPU."""
+    from .run import load_generator
 
     g = load_generator(source)
-    if g.cfg.train.model not in GENERATIVE:
-        raise ConfigError(f"{g.run_dir} is a {g.cfg.train.model} run, which translates images; 'translate run' "
-                          f"translates a folder with it. 'translate sample' is for dcgan / cgan runs")
+    if not g.family.generative:
+        raise ConfigError(f"{g.checkpoint.path} is a {g.cfg.train.model} run, which translates images; 'translate "
+                          f"run' translates a folder with it. 'translate sample' is for noise-to-image runs "
+                          f"(dcgan, cgan)")
     n_classes = int(getattr(g.cfg.model, "n_classes", 0))
-    return from_net(g.net, g.cfg.model, read_classes(g.run_dir, n_classes) if n_classes else [], str(g.run_dir))
+    return from_net(g.net, g.cfg.model, g.checkpoint.classes(n_classes) if n_classes else [], str(g.run_dir))
 
 
 def from_net(net, model_cfg, classes: list[str], source: str) -> Generator:
@@ -104,12 +103,12 @@ def from_net(net, model_cfg, classes: list[str], source: str) -> Generator:
     :class:`Generator`; it runs on the network's device and returns NumPy."""
     import torch
 
-    from .export import _seeded_noise
+    from .nn.layers import seeded_noise
 
     device = next(net.parameters()).device
 
     def fn(latent: np.ndarray, label: np.ndarray | None, seeds: np.ndarray) -> np.ndarray:
-        with _seeded_noise(net, True, torch.from_numpy(seeds).to(device)), torch.no_grad():
+        with seeded_noise(net, True, torch.from_numpy(seeds).to(device)), torch.no_grad():
             y = None if label is None else torch.from_numpy(label).to(device)
             return net(torch.from_numpy(latent).to(device), y).float().cpu().numpy()
 

@@ -1,16 +1,14 @@
 """``translate train``: config -> data -> model -> trainer, and the run directory around them."""
 from __future__ import annotations
 
-import json
 import logging
 import platform
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import FAMILY_CONFIGS, FAMILY_TRAIN_DEFAULTS, GENERATIVE, RECIPES, RunConfig, TrainConfig, validate
+from .config import RunConfig, TrainConfig
 from .errors import CheckpointError, ConfigError
-from .fileio import atomic_write_text
+from .run import Run
 
 log = logging.getLogger("translate.train")
 
@@ -33,6 +31,7 @@ def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = 
     is not there (after the options are checked, so a typo costs no download)."""
     from .config import split_options
     from .data import detect_layout
+    from .models import default_family, family, validate
 
     merged = dict(yaml_options or {})
     merged.update({k: v for k, v in options.items() if v is not None})
@@ -44,25 +43,24 @@ def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = 
     data = merged.get("data")
     model = merged.get("model")
     if model is None and data is not None and _is_array_source(Path(data)):
-        model = "dcgan"
-    layout = detect_layout(data) if ds is None and model not in GENERATIVE else None
-    model = model or ("cyclegan" if layout.kind == "unpaired" else "pix2pix")
-    if model not in FAMILY_CONFIGS:
-        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(FAMILY_CONFIGS)}")
-    if model in GENERATIVE and data is None and ds is None:
-        raise ConfigError(f"{model} learns from real images: give --pair mnist (or fashion_mnist), --data FILE.npz "
-                          f"(images x, labels y), --data DIR/<class>/*.png or --data DIR of images")
-    merged["model"] = model
-    _apply_recipe(merged, model)
-    for k, v in FAMILY_TRAIN_DEFAULTS.get(model, {}).items():
+        model = default_family("images")
+    generative = model is not None and family(model).generative
+    layout = detect_layout(data) if ds is None and not generative else None
+    fam = family(model or default_family(layout.kind))
+    if fam.generative and data is None and ds is None:
+        raise ConfigError(f"{fam.family} learns from real images: give --pair mnist (or fashion_mnist), --data "
+                          f"FILE.npz (images x, labels y), --data DIR/<class>/*.png or --data DIR of images")
+    merged["model"] = fam.family
+    _apply_recipe(merged, fam)
+    for k, v in fam.train_defaults.items():
         if not (k == "epochs" and merged.get("steps") is not None):
             merged.setdefault(k, v)
     if layout is not None and layout.kind == "synthetic":  # sized to finish in a few minutes on two CPU cores
         for k, v in SYNTHETIC_DEFAULTS.items():
             if not (k == "steps" and merged.get("epochs") is not None):
                 merged.setdefault(k, v)
-    train_kw, model_kw = split_options(merged, model, yaml_source)
-    cfg = RunConfig(train=TrainConfig(**train_kw), model=FAMILY_CONFIGS[model](**model_kw))
+    train_kw, model_kw = split_options(merged, fam.config_class, fam.family, yaml_source)
+    cfg = RunConfig(train=TrainConfig(**train_kw), model=fam.config_class(**model_kw))
     validate(cfg)
     if ds is not None:
         from .data import pairs
@@ -77,17 +75,22 @@ def _is_array_source(path: Path) -> bool:
     return path.suffix.lower() in (".npz", ".npy") and path.is_file() or is_idx_folder(path)
 
 
-def _apply_recipe(merged: dict[str, Any], model: str) -> None:
-    """Put ``--recipe NAME``'s options under the user's own (in place)."""
+def _apply_recipe(merged: dict[str, Any], fam) -> None:
+    """Put ``--recipe NAME``'s options for the family ``fam`` under the user's own (in place)."""
     name = merged.get("recipe")
     if name is None:
         return
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    if name not in fam.recipes:
+        from .models import recipe_names
+
+        known = recipe_names()
+        raise ConfigError(f"{fam.family} has no recipe {name!r}" + (f"; it has {', '.join(fam.recipes)}"
+                                                                   if fam.recipes else "") +
+                          ("" if name in known else f" (recipes: {', '.join(known)})"))
     from .engine.losses import TARGET_LOSSES
 
-    loss = merged.get("gan_loss") or FAMILY_CONFIGS[model].gan_loss
-    for k, v in RECIPES[name][model].items():
+    loss = merged.get("gan_loss") or fam.config_class.gan_loss
+    for k, v in fam.recipes[name].items():
         if k == "label_smoothing" and loss not in TARGET_LOSSES:
             continue  # label smoothing needs a target-based loss
         merged.setdefault(k, v)
@@ -106,9 +109,11 @@ def _pair_recipe(merged: dict[str, Any]):
     model = merged.get("model") or recipe["model"]
     if model != recipe["model"]:  # another family: keep the recipe's schedule, not its losses
         recipe = {k: v for k, v in recipe.items() if k in RECIPE_SHARED}
-    if model not in FAMILY_CONFIGS:
+    from .models import FAMILIES
+
+    if model not in FAMILIES:
         raise ConfigError(f"{ds.name} trains the {model} model, which this version of translate does not have yet "
-                          f"(it has {', '.join(FAMILY_CONFIGS)}); 'translate data download {ds.name}' fetches the "
+                          f"(it has {', '.join(FAMILIES)}); 'translate data download {ds.name}' fetches the "
                           f"data meanwhile")
     given = {k for k, v in merged.items() if v is not None}
     for k, v in recipe.items():
@@ -140,100 +145,137 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise CheckpointError(f"{run_dir} is a file, not a folder; choose another --run-dir")
 
 
-def write_run_config(run_dir: Path, cfg: RunConfig) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    payload = cfg.to_dict()
-    payload["version"] = __version__
-    atomic_write_text(run_dir / "config.json", json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
 def load_run_config(run_dir: Path) -> RunConfig:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.json); give the folder that "
-                              f"'translate train' created, e.g. checkpoints/<run>")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is damaged ({exc}); restore it from a backup") from None
-    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
-        raise CheckpointError(f"{path} is not a translate run config; restore it from a backup")
-    cfg = RunConfig.from_dict(data, source=str(path))
-    validate(cfg)
-    return cfg
+    """The config a run was trained with (``translate train --resume``)."""
+    return Run(run_dir).config
 
 
 RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
-                      "checkpoint_every", "keep_last", "eval_every", "eval_metric", "eval_count", "compile",
-                      "channels_last")
+                      "checkpoint_every", "checkpoint_minutes", "keep_last", "eval_every", "eval_metric", "eval_count",
+                      "compile", "channels_last", "on_nan", "log")
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False,
           stop_at: int | None = None) -> dict[str, Any]:
-    """Run (or continue) a training run in ``run_dir``. Returns the trainer's summary."""
-    import torch
-
-    from .data import TranslationDataset, detect_layout, make_loader
+    """Run (or continue) a training run in ``run_dir``. Returns the trainer's summary. ``resume``
+    continues from the newest checkpoint that verifies, or starts at step 0 with the run's saved
+    config when it has none yet (a run killed before its first checkpoint)."""
     from .engine import distributed
-    from .engine.checkpoint import list_checkpoints
     from .engine.device import resolve_device, seed_everything
-    from .engine.trainer import Trainer, total_steps_for
+    from .engine.schedule import total_steps_for
     from .models import build_model
-    from .report import plot_loss_curves
 
-    t = cfg.train
+    t, run = cfg.train, Run(run_dir)
     world = distributed.world()
     # under torchrun each rank trains on cuda:LOCAL_RANK; a rank without its GPU stops them all
     device = distributed.everywhere(lambda: distributed.device_for(resolve_device(t.device)))
     seed_everything(t.seed)
-
-    def load_data():
-        if t.model in GENERATIVE:
-            return _generative_data(cfg)
-        layout = detect_layout(t.data)
-        data = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
-                                  unpaired=t.model == "cyclegan", synthetic_count=t.synthetic_count, seed=t.seed,
-                                  max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
-        if data.validation is not None and layout.kind != "synthetic":
-            log.info("holding out %s (never trained on)", data.validation.describe())
-        return data
-
-    def check_run_dir():
-        if resume and not list_checkpoints(run_dir):
-            raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start it again with "
-                                  f"'translate train --config {run_dir / 'config.json'} --run-dir {run_dir}'")
-        if not resume:
-            check_new_run_dir(run_dir)
-
     # under torchrun, a rank that cannot read the data or the run stops them all (not only itself)
-    dataset = distributed.everywhere(load_data)
+    dataset = distributed.everywhere(lambda: _load_data(cfg))
     total = total_steps_for(t, len(dataset), world_size=world.size)
-    distributed.everywhere(check_run_dir)
+    if not resume:
+        distributed.everywhere(lambda: check_new_run_dir(run.path))
     model = build_model(cfg)
     if world.rank > 0:  # its own dropout, noise and latents (the weights come from rank 0)
         seed_everything(distributed.rank_seed(t.seed, world.rank))
+    sample_batch = distributed.everywhere(lambda: model.prepare_sample_batch(dataset.sample_batch(t.n_samples),
+                                                                            t.seed))
+    # rank 0 writes the run's files; a failure there (a read-only folder) stops every rank
+    sinks = distributed.on_main(lambda: _prepare_run_dir(run, cfg, dataset, resume)) or []
+    trainer = _trainer(cfg, run, model, dataset, device, total, sample_batch, sinks, quiet)
+    try:
+        if resume:
+            path = trainer.resume()
+            if path is None:
+                log.info("%s has no checkpoint yet: starting it from step 0 with its saved config", run.path)
+            else:
+                log.info("resumed %s from %s (step %d of %d)", run.path, path.name, trainer.step, total)
+        _log_start(cfg, model, dataset, trainer, total, device, world)
+        summary = trainer.fit(stop_at=stop_at)
+    finally:
+        trainer.metrics.close()
+        _close_file_log()
+    if world.main:
+        from .report import plot_loss_curves
+
+        plot_loss_curves(run.metrics_path, run.path / "loss_curves.png")
+    summary["run_dir"] = str(run.path)
+    return summary
+
+
+def _load_data(cfg: RunConfig):
+    from .data import TranslationDataset, detect_layout
+    from .models import family_of
+
+    t, fam = cfg.train, family_of(cfg)
+    if fam.data == "images":
+        return _generative_data(cfg, fam.conditional)
+    layout = detect_layout(t.data)
+    data = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
+                              unpaired=fam.data == "unpaired", synthetic_count=t.synthetic_count, seed=t.seed,
+                              max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
+    if data.validation is not None and layout.kind != "synthetic":
+        log.info("holding out %s (never trained on)", data.validation.describe())
+    return data
+
+
+def _prepare_run_dir(run: Run, cfg: RunConfig, dataset, resume: bool) -> list:
+    """Write the run's config (on resume: with any changed options), class names and held-out
+    list; start its train.log; open the metric sinks (``--log tensorboard``)."""
+    run.write_config(cfg)
+    from .models import family_of
+
+    if family_of(cfg).data == "images":
+        run.write_classes(dataset.set.classes)
+    validation = getattr(dataset, "validation", None)
+    if validation is not None and cfg.train.holdout and not (resume and (run.path / "holdout.json").is_file()):
+        run.write_holdout(validation)
+    _setup_file_log(run.log_path)
+    if cfg.train.log == "tensorboard":
+        from .engine.logs import TensorBoardSink
+
+        return [TensorBoardSink(run.path / "tensorboard")]
+    return []
+
+
+def _trainer(cfg: RunConfig, run: Run, model, dataset, device, total: int, sample_batch, sinks: list, quiet: bool):
+    """The trainer with the run's pieces: checkpoints (carrying the run's config), the metrics log,
+    --eval-every's evaluation and the sample grids."""
+    from .data import make_loader
+    from .engine import distributed
+    from .engine.logs import MetricsLog
+    from .engine.state import Checkpointer
+    from .engine.trainer import Trainer
+
+    t, world = cfg.train, distributed.world()
 
     def loader(start: int):
         return make_loader(dataset, batch_size=t.batch_size, seed=t.seed, start=start, workers=t.workers,
                            pin_memory=device.type == "cuda", rank=world.rank, world=world.size,
                            local_processes=world.local_size)
 
-    sample_batch = dataset.sample_batch(t.n_samples)
-    if hasattr(model, "prepare_sample_batch"):
-        sample_batch = model.prepare_sample_batch(sample_batch, t.seed)
-    scorer = distributed.on_main(lambda: _eval_scorer(cfg, device, dataset)) if t.eval_every else None
-    trainer = Trainer(model, cfg, run_dir, device=device, total_steps=total, loader_factory=loader,
-                      sample_batch=sample_batch, quiet=quiet, scorer=scorer)
-    if world.main:
-        write_run_config(run_dir, cfg)  # set-up succeeded; on resume this records changed options
-        if t.model in GENERATIVE:
-            write_classes(run_dir, dataset.set.classes)
-        elif getattr(dataset, "validation", None) is not None and t.holdout and not resume:
-            write_holdout(run_dir, dataset.validation)
-        _setup_file_log(run_dir)
-    if resume:
-        path = trainer.resume()
-        log.info("resumed %s from %s (step %d of %d)", run_dir, path.name, trainer.step, total)
+    files = run.metadata_files() if world.main else {}  # rank 0 writes the checkpoints
+    checkpoints = Checkpointer(run.path, every_steps=t.checkpoint_every, every_minutes=t.checkpoint_minutes,
+                               keep_last=t.keep_last, files=files, best_dir=run.best_dir,
+                               logs=(run.metrics_path, run.evals_path))
+    evaluation = distributed.on_main(lambda: _evaluation(cfg, run, device, dataset, sinks)) if t.eval_every else None
+
+    def on_samples(step: int, rows) -> None:
+        from .report import save_grid
+
+        save_grid(rows, run.samples_dir / f"step-{step:08d}.png")
+        for sink in sinks:
+            sink.images(step, rows)
+
+    return Trainer(model, cfg, device=device, total_steps=total, loader_factory=loader, sample_batch=sample_batch,
+                   quiet=quiet, checkpoints=checkpoints, metrics=MetricsLog(run.metrics_path, sinks),
+                   evaluation=evaluation, on_samples=on_samples)
+
+
+def _log_start(cfg: RunConfig, model, dataset, trainer, total: int, device, world) -> None:
+    import torch
+
+    t = cfg.train
     n_params = {name: sum(p.numel() for p in net.parameters()) for name, net in
                 {**model.generators, **model.discriminators}.items()}
     log.info("%s on %s | %s | %d steps, batch %d, %dx%d | device %s%s%s | %s",
@@ -247,39 +289,46 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
                  "--lr-scaling %s)%s", world.describe(), t.batch_size * world.size, t.batch_size, lr, t.lr,
                  f"{trainer.lr_factor:.3g}", t.lr_scaling,
                  ", synchronised batch norm" if trainer.sync_bn else "")
-    summary = trainer.fit(stop_at=stop_at)
-    if world.main:
-        plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
-    summary["run_dir"] = str(run_dir)
-    return summary
 
 
-def _eval_scorer(cfg: RunConfig, device, dataset):
-    """``--eval-every``: the scorer of a fixed validation subset (``eval_count`` images) of the
-    training data set's held-out images."""
-    from .evaluate import build_scorer
+def _evaluation(cfg: RunConfig, run: Run, device, dataset, sinks: list):
+    """``--eval-every``: score a fixed validation subset (``eval_count`` images) of the training
+    data set's held-out images; the best checkpoint by ``eval_metric`` goes to ``RUN/best/``."""
+    from .engine.best import Evaluation
+    from .evaluate import build_scorer, metric_value
+    from .metrics import METRIC
+    from .models import family_of
 
     t = cfg.train
+    metric = METRIC[t.eval_metric]
     try:
-        scorer, description = build_scorer(cfg, split="val", limit=t.eval_count, fid=t.eval_metric in ("fid", "kid"),
-                                           classify=t.eval_metric == "class_accuracy", seed=t.seed,
+        scorer, description = build_scorer(cfg, split="val", limit=t.eval_count, fid=metric.needs == "inception",
+                                           classify=metric.needs == "classes", seed=t.seed,
                                            device=str(device), dataset=dataset)
     except ConfigError as exc:
-        hint = " (or score by a paired metric: --eval-metric l1)" if t.model not in GENERATIVE else ""
+        hint = "" if family_of(cfg).generative else " (or score by a paired metric: --eval-metric l1)"
         raise ConfigError(f"--eval-every: {exc}{hint}") from None
     paired = getattr(getattr(scorer, "data", None), "paired", False)
-    if t.eval_metric in ("l1", "psnr", "ssim") and not paired:
+    if metric.needs == "ground_truth" and not paired:
         raise ConfigError(f"--eval-metric {t.eval_metric} compares outputs with their ground truth, and the validation "
                           f"images have none (unpaired names); use --eval-metric fid or kid")
-    if t.eval_metric == "class_accuracy" and getattr(scorer, "classifier", None) is None:
-        raise ConfigError("--eval-metric class_accuracy needs the digit classifier, which judges 10-class data; "
-                          "use --eval-metric fid or kid")
+    if metric.needs == "classes" and getattr(scorer, "classifier", None) is None:
+        raise ConfigError(f"--eval-metric {t.eval_metric} needs the digit classifier, which judges 10-class data; "
+                          f"use --eval-metric fid or kid")
     log.info("scoring every %d steps by %s on %s; the best checkpoint goes to best/", t.eval_every, t.eval_metric,
              description)
-    return scorer
+    per_item = ("per_image", "per_class_accuracy", "per_class_classifier_fd")
+
+    def score(generators):
+        results = scorer(generators)
+        summary = {d: {k: v for k, v in r.items() if k not in per_item} for d, r in results.items()}
+        return metric_value(results, t.eval_metric), summary
+
+    return Evaluation(every=t.eval_every, metric=t.eval_metric, better=metric.better, score=score,
+                      path=run.evals_path, sinks=sinks)
 
 
-def _generative_data(cfg: RunConfig):
+def _generative_data(cfg: RunConfig, conditional: bool):
     """The real images of a noise-to-image run; fills in the config's ``channels`` (and
     ``n_classes``) from the data."""
     from .data import pairs
@@ -291,9 +340,9 @@ def _generative_data(cfg: RunConfig):
     images, held = split(load_image_set(t.data, classes=classes, max_bad_fraction=t.max_bad_fraction))
     if not m.channels:
         m.channels = images.channels
-    if t.model == "cgan":
+    if conditional:
         if not images.labelled:
-            raise ConfigError(f"cgan needs class labels, and {t.data} has none: put the images in DIR/<class>/ "
+            raise ConfigError(f"{t.model} needs class labels, and {t.data} has none: put the images in DIR/<class>/ "
                               f"folders, or give an .npz with images x and labels y (or train --model dcgan)")
         if m.n_classes and m.n_classes != len(images.classes):
             raise ConfigError(f"n_classes is {m.n_classes} but {t.data} has {len(images.classes)} classes; "
@@ -304,48 +353,17 @@ def _generative_data(cfg: RunConfig):
     return GenerationDataset(images, size=t.size, channels=m.channels, flip=t.flip, seed=t.seed, held_out=held)
 
 
-CLASSES_FILE = "classes.json"
-
-
-HOLDOUT_FILE = "holdout.json"
-
-
-def holdout_listing(images) -> dict[str, list[str]]:
-    """The held-out files of a split (paths as given), to record and compare."""
-    return {"A": [str(p) for p in images.files_A], "B": [str(p) for p in images.files_B]}
-
-
-def write_holdout(run_dir: Path, images) -> None:
-    """Record which images ``--holdout`` kept out of training, so ``translate eval`` can check that
-    it scores those and no others."""
-    if images.kind != "synthetic":
-        atomic_write_text(run_dir / HOLDOUT_FILE, json.dumps(holdout_listing(images), indent=1) + "\n")
-
-
-def write_classes(run_dir: Path, classes: tuple[str, ...]) -> None:
-    atomic_write_text(run_dir / CLASSES_FILE, json.dumps(list(classes)) + "\n")
-
-
-def read_classes(run_dir: Path, n_classes: int = 0) -> list[str]:
-    """The class names of a run (index order); their indices when the run did not record names."""
-    path = Path(run_dir) / CLASSES_FILE
-    try:
-        names = json.loads(path.read_text())
-        if isinstance(names, list) and (not n_classes or len(names) == n_classes):
-            return [str(x) for x in names]
-    except (OSError, ValueError):
-        pass
-    return [str(i) for i in range(n_classes)]
-
-
-def _setup_file_log(run_dir: Path) -> None:
+def _setup_file_log(path: Path) -> None:
     """Also write the log to ``RUN/train.log`` (replacing the previous run's file, in this process)."""
+    _close_file_log()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler._translate_run_log = True
+    logging.getLogger("translate").addHandler(handler)
+
+
+def _close_file_log() -> None:
     root = logging.getLogger("translate")
     for h in [h for h in root.handlers if getattr(h, "_translate_run_log", False)]:
         root.removeHandler(h)
         h.close()
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler._translate_run_log = True
-    root.addHandler(handler)
-

@@ -11,8 +11,8 @@ from typing import Any
 ROOT_ENV = "TRANSLATE_DATA"  # where named data sets live
 MIRROR_ENV = "TRANSLATE_DATASETS_MIRROR"  # a mirror of their archives
 
-_FOLDERS = ("Layout", "StreamSampler", "TranslationDataset", "detect_layout", "make_loader", "scan_images")
-__all__ = list(_FOLDERS)
+_FOLDERS = ("Layout", "StreamSampler", "TranslationDataset", "detect_layout", "make_loader")
+__all__ = [*_FOLDERS, "scan_images"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from . import folders
 
         return getattr(folders, name)
+    if name == "scan_images":
+        from .scan import scan_images
+
+        return scan_images
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -216,7 +216,7 @@ def _guess_channels(files: list[Path]) -> int:
 
 
 def load_folder(folder: Path, *, max_bad_fraction: float = 0.1) -> ImageSet:
-    from .folders import scan_images
+    from .scan import scan_images
 
     subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     top_images = any(is_image_file(p) for p in folder.iterdir() if p.is_file())

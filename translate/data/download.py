@@ -350,7 +350,7 @@ def _safe_parts(name: str, archive: Path) -> tuple[str, ...]:
     return parts
 
 
-def _members(archive: Path, fmt: str, stack) -> Iterator[_Member]:
+def _members(archive: Path, fmt: str, stack, dest: Path) -> Iterator[_Member]:
     if fmt == "zip":
         zf = stack(zipfile.ZipFile(archive))
         for info in zf.infolist():
@@ -362,7 +362,14 @@ def _members(archive: Path, fmt: str, stack) -> Iterator[_Member]:
             yield _Member(info.filename, info.file_size, is_dir, None if is_dir else (lambda i=info: zf.open(i)))
     elif fmt in ("tar", "tar.gz", "tgz", "tar.bz2", "tar.xz"):
         tf = stack(tarfile.open(archive, "r:*"))
+        data_filter = getattr(tarfile, "data_filter", None)  # Python 3.10.12+ / 3.11.4+
         for info in tf:
+            if data_filter is not None:  # the standard library's own checks first (PEP 706), then ours
+                try:  # (it strips a leading "/" where ours refuses the member: ours read the name as stored)
+                    data_filter(info, str(dest))
+                except tarfile.FilterError as exc:
+                    raise DataError(f"{archive}: {exc} (tarfile's data filter); refusing to extract it. The "
+                                    f"archive is not a genuine data set archive; delete it") from None
             if info.issym() or info.islnk():
                 raise DataError(f"{archive} holds a link ({info.name} -> {info.linkname}); refusing to extract "
                                 f"it. The archive is not a genuine data set archive; delete it")
@@ -405,7 +412,7 @@ def extract(archive: Path, target: Path, *, root_in_archive: str | None = None, 
         with contextlib.ExitStack() as stack:
             # Pass 1: every member is checked before anything is written.
             listed, total = [], 0
-            for m in _members(archive, fmt, stack.enter_context):
+            for m in _members(archive, fmt, stack.enter_context, target):
                 parts = _safe_parts(m.name, archive)
                 if not parts or parts[:len(prefix)] != prefix:
                     continue

@@ -323,21 +323,19 @@ def ensure(ds: Dataset, root: str | Path | None = None, *, mirror: str | None = 
 
 @contextlib.contextmanager
 def _lock(path: Path):
+    """One download into a root at a time, across processes (and on Windows: filelock)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path))
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; concurrent downloads are the user's to avoid
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another download into %s to finish", path.parent)
+        lock.acquire()
+    try:
         yield
-        return
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another download into %s to finish", path.parent)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        lock.release()
 
 
 def _download_and_unpack(ds: Dataset, root: Path, target: Path, *, mirror: str | None,

@@ -117,7 +117,7 @@ def synthetic_split(split: str, seed: int, synthetic_count: int, size: int, coun
 
 def folder_split(root: Path, split: str) -> EvalImages | None:
     """The data's own ``val/`` / ``test/`` (side-by-side) or ``testA/`` + ``testB/`` folders, or None."""
-    from .folders import scan_images
+    from .scan import scan_images
 
     scan = dict(max_bad_fraction=1.0)
     if split == "test" and (root / "testA").is_dir() and (root / "testB").is_dir():

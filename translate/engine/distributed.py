@@ -188,11 +188,17 @@ def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
 def any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on any (a Ctrl-C on one machine stops them all at
     the same step). One small all-reduce of a CPU tensor (Gloo): the GPU is not waited for."""
+    return any_ranks((flag,))[0]
+
+
+def any_ranks(flags: tuple[bool, ...]) -> tuple[bool, ...]:
+    """:func:`any_rank` of several flags in one all-reduce (a stop request and a timed checkpoint
+    that rank 0's clock says is due, agreed after every step)."""
     if not _world.active:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
+        return tuple(bool(f) for f in flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags])
     _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return tuple(bool(x > 0) for x in t.tolist())
 
 
 def gather_to_main(obj: T) -> list[T] | None:

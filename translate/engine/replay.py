@@ -2,8 +2,9 @@
 Shrivastava et al. 2017) and occasional swaps to past generator / discriminator snapshots."""
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -118,19 +119,52 @@ class PastSwaps:
                 self.active = {"side": side, "until": step + self.steps, "source": source}
         return None if self.active is None else self.active["side"]
 
-    def tensors(self) -> dict[str, torch.Tensor]:
+    def real_weights(self, side: str) -> dict[str, torch.Tensor] | None:
+        """While a swap of ``side`` runs, that side's own weights (a past snapshot is playing in
+        its place); else None."""
+        return self.stash if self.active is not None and self.active["side"] == side else None
+
+    @contextlib.contextmanager
+    def real(self, model: nn.Module, side: str) -> Iterator[None]:
+        """Within the block, ``side``'s own weights are in place even while a swap runs (to judge
+        or sample the real generators); the playing snapshot comes back after."""
+        stash = self.real_weights(side)
+        if stash is None:
+            yield
+            return
+        nets = getattr(model, self.SIDES[side])
+        playing = self._copy(nets)
+        nets.load_state_dict(stash)
+        try:
+            yield
+        finally:
+            nets.load_state_dict(playing)
+
+    def tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The snapshots and, while a swap runs, the weights playing in the swapped side's place
+        (``swap.playing.*``): a checkpoint stores each network's own weights under its usual
+        keys, whatever plays at the moment."""
         out = {}
         for i, (_, nets) in enumerate(self.snapshots):
             for side, weights in nets.items():
                 out.update({f"swap.{i}.{side}.{k}": v for k, v in weights.items()})
-        if self.stash is not None:
-            out.update({f"swap.stash.{k}": v for k, v in self.stash.items()})
+        if self.active is not None:
+            playing = getattr(model, self.SIDES[self.active["side"]]).state_dict()
+            out.update({f"swap.playing.{k}": v for k, v in playing.items()})
         return out
+
+    def own_weights(self) -> dict[str, torch.Tensor]:
+        """The swapped side's own weights under the model's state-dict keys (empty when no swap runs)."""
+        if self.active is None:
+            return {}
+        return {f"{self.SIDES[self.active['side']]}.{k}": v for k, v in self.stash.items()}
 
     def state(self) -> dict[str, Any]:
         return {"steps": [s for s, _ in self.snapshots], "active": dict(self.active) if self.active else None}
 
-    def load(self, state: dict[str, Any] | None, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    def load(self, state: dict[str, Any] | None, tensors: dict[str, torch.Tensor], model: nn.Module,
+             device: torch.device) -> None:
+        """Restore the snapshots and a running swap; ``model`` holds the checkpoint's main weights."""
         state = state or {"steps": [], "active": None}
         self.snapshots = []
         for i, step in enumerate(state["steps"]):
@@ -140,5 +174,14 @@ class PastSwaps:
                 nets[side] = {k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}
             self.snapshots.append((int(step), nets))
         self.active = state["active"]
-        stash = {k[len("swap.stash."):]: v.to(device) for k, v in tensors.items() if k.startswith("swap.stash.")}
-        self.stash = stash or None
+        self.stash = None
+        if self.active is None:
+            return
+        nets = getattr(model, self.SIDES[self.active["side"]])
+        playing = {k[len("swap.playing."):]: v for k, v in tensors.items() if k.startswith("swap.playing.")}
+        if playing:  # the main weights are the side's own: stash them, put the playing snapshot in place
+            self.stash = self._copy(nets)
+            nets.load_state_dict(playing)
+        else:  # a checkpoint from before swap.playing: its main weights were the playing ones
+            self.stash = {k[len("swap.stash."):]: v.to(device) for k, v in tensors.items()
+                          if k.startswith("swap.stash.")}

@@ -2,60 +2,41 @@
 
 One step = ``n_critic`` discriminator updates, each on a fresh batch, then one generator update on
 the last batch with the discriminators frozen. The first discriminator update judges the fakes of
-the previous generator step (see ``models/base.py``), so generators run once per step. Around that
-the trainer owns the optimisers (Adam, or SGD for the discriminator), the constant-then-linear-decay
-learning rate, autocast and gradient scaling, per-network gradient norms, an optional EMA of the
-generators, past-checkpoint swaps, the health monitor, ``metrics.jsonl``, sample grids and
-checkpoints. A resumed run reproduces the uninterrupted one.
+the previous generator step (see ``models/base.py``), so generators run once per step. The trainer
+owns the optimisers (Adam, or SGD for the discriminator), the constant-then-linear-decay learning
+rate, autocast and gradient scaling, per-network gradient norms, an optional EMA of the
+generators, past-checkpoint swaps, the health monitor and the loop. What is written and when comes
+in as pieces: a :class:`~.state.Checkpointer`, a :class:`~.logs.MetricsLog`, an
+:class:`~.best.Evaluation` and an ``on_samples`` callback. A resumed run reproduces the
+uninterrupted one.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
 import logging
-import math
 import signal
-import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, TrainingFailure
-from ..fileio import atomic_write_text
+from ..errors import TrainingFailure
 from . import distributed
-from .checkpoint import load_checkpoint, recover_dir, save_checkpoint, write_checkpoint_dir
-from .device import amp_dtype, rng_state, set_rng_state
+from .best import Evaluation
+from .device import amp_dtype
+from .ema import EMA
+from .guard import NanGuard
+from .logs import MetricsLog
 from .memory import tune_malloc
 from .monitor import HealthMonitor, HealthWarning
 from .replay import PastSwaps
+from .schedule import linear_decay, lr_factor
+from .state import Checkpointer, restore, state_of, weights_of
 
 log = logging.getLogger("translate.train")
 
-EVALS_FILE = "evals.jsonl"  # one row per --eval-every evaluation
-BEST_DIR = "best"  # the checkpoint with the best eval_metric so far
-
-
-def _step_of(line: str) -> float:
-    """The step of a jsonl row; a blank or half-written row (a killed append) counts as past any step."""
-    try:
-        return float(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
-def linear_decay(total_steps: int, decay_from: float) -> Callable[[int], float]:
-    """Learning-rate factor: 1 until ``decay_from * total_steps``, then linear to 0 at the end."""
-    start = int(total_steps * decay_from)
-    span = max(1, total_steps - start)
-
-    def factor(step: int) -> float:
-        return 1.0 if step < start else max(0.0, 1.0 - (step - start) / span)
-
-    return factor
+Samples = dict[str, torch.Tensor]
 
 
 def grad_norm(module: nn.Module) -> torch.Tensor:
@@ -65,33 +46,19 @@ def grad_norm(module: nn.Module) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-class EMA:
-    """Exponential moving average of the generators' weights (buffers are copied)."""
-
-    def __init__(self, generators: nn.ModuleDict, decay: float) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(generators).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, generators: nn.ModuleDict) -> None:
-        ema_p = list(self.model.parameters())
-        torch._foreach_lerp_(ema_p, [p.detach() for p in generators.parameters()], 1.0 - self.decay)
-        for e, b in zip(self.model.buffers(), generators.buffers()):
-            e.copy_(b)
-
-
 class Trainer:
-    def __init__(self, model: Any, cfg: Any, run_dir: str | Path, *, device: torch.device,
-                 total_steps: int, loader_factory: Callable[[int], Iterator], sample_batch: dict | None = None,
-                 quiet: bool = False, scorer: Callable[[nn.ModuleDict], dict] | None = None) -> None:
+    def __init__(self, model: Any, cfg: Any, *, device: torch.device, total_steps: int,
+                 loader_factory: Callable[[int], Iterator] | None = None, sample_batch: dict | None = None,
+                 quiet: bool = False, checkpoints: Checkpointer | None = None, metrics: MetricsLog | None = None,
+                 evaluation: Evaluation | None = None, on_samples: Callable[[int, Samples], None] | None = None) -> None:
         t = cfg.train
         self.cfg, self.t = cfg, t
         self.world = distributed.world()
-        self.run_dir = Path(run_dir)
-        self.device = device
-        self.total_steps = total_steps
-        self.loader_factory = loader_factory
+        self.device, self.total_steps, self.loader_factory = device, total_steps, loader_factory
         self.quiet = quiet or not self.world.main
+        self.checkpoints, self.metrics = checkpoints, metrics or MetricsLog()
+        self.sample_batch, self.on_samples = sample_batch, on_samples
+        self.evaluation = evaluation if distributed.from_main(evaluation is not None) else None
         self.model = model.to(device)
         distributed.broadcast_module(self.model)  # every rank starts from rank 0's weights
         if device.type == "cpu":
@@ -103,52 +70,51 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         self.dtype = amp_dtype(t.amp, device)
         self.ema = EMA(self.model.generators, t.ema) if t.ema > 0 else None  # before SyncBN: it samples on rank 0
-        synced = [self.model.generators]
-        if getattr(self.model.adv, "kind", None) == "wgan-gp" and distributed.has_batchnorm(self.model.discriminators):
-            if self.world.active and self.world.main:  # SyncBatchNorm's backward has no backward of its own
-                log.warning("the discriminators keep per-rank batch norm: the WGAN-GP penalty needs a double "
-                            "backward, which SyncBatchNorm lacks (or use --set norm=instance / d_norm=none)")
-        else:
-            synced.append(self.model.discriminators)
+        # SyncBatchNorm has no double backward: discriminators that need one keep per-rank statistics
+        synced = [self.model.generators] + ([] if self.model.needs_double_backward else [self.model.discriminators])
         self.sync_bn = distributed.sync_batchnorm(synced, device)
         if self.world.rank > 0:  # each rank replays its own past fakes
             for pool in self.model.pools.values():
                 pool.generator.manual_seed(distributed.rank_seed(pool.generator.initial_seed(), self.world.rank))
-        fused = device.type == "cuda"
-        self.lr_factor = lr_factor(t.lr_scaling, self.world.size)
-        self.opt_G = torch.optim.Adam(self.model.generators.parameters(), lr=t.lr * self.lr_factor,
-                                      betas=(t.beta1, t.beta2), fused=fused or None)
-        lr_d = (t.lr_d or t.lr) * self.lr_factor
-        if t.d_optimizer == "sgd":
-            self.opt_D = torch.optim.SGD(self.model.discriminators.parameters(), lr=lr_d, momentum=0.9)
-        else:
-            self.opt_D = torch.optim.Adam(self.model.discriminators.parameters(), lr=lr_d,
-                                          betas=(t.beta1, t.beta2), fused=fused or None)
-        decay = linear_decay(total_steps, t.decay_from)
-        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
-        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
+        self.guard = NanGuard(t.on_nan)
+        self._build_optimisers()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, grad_limit=t.grad_limit)
         self.swaps = PastSwaps(t.swap_every, t.swap_steps, t.swap_history, seed=t.seed)
-        self.sample_batch = sample_batch
-        self.scorer = scorer  # --eval-every: generators -> {direction: {metric: value}} (rank 0's alone)
-        self.evaluating = bool(distributed.from_main(scorer is not None))
         self.best: dict[str, Any] | None = None  # {"metric", "value", "step"} of the best evaluation so far
         self.step = 0
         self.data_position = 0  # samples drawn from the stream so far, by all ranks together
         self.fakes: dict[str, torch.Tensor] | None = None  # the last generator step's, for the next D step
         self.failure: str | None = None  # a health warning that stops the run (--stop-on-failure)
+        self._finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since the last check
+        self._start: tuple | None = None  # the state at step 0: what a NaN before any checkpoint rolls back to
         if t.compile:
             self._compile()
+
+    def _build_optimisers(self) -> None:
+        t, gens, discs = self.t, self.model.generators, self.model.discriminators
+        fused = self.device.type == "cuda" or None
+        self.lr_factor = lr_factor(t.lr_scaling, self.world.size)
+        self.opt_G = torch.optim.Adam(gens.parameters(), lr=t.lr * self.lr_factor, betas=(t.beta1, t.beta2),
+                                      fused=fused)
+        lr_d = (t.lr_d or t.lr) * self.lr_factor
+        if t.d_optimizer == "sgd":
+            self.opt_D = torch.optim.SGD(discs.parameters(), lr=lr_d, momentum=0.9)
+        else:
+            self.opt_D = torch.optim.Adam(discs.parameters(), lr=lr_d, betas=(t.beta1, t.beta2), fused=fused)
+        decay = linear_decay(self.total_steps, t.decay_from)
+        self._lr_at = lambda step: decay(step) * self.guard.lr_factor(step)  # noqa: E731 (the NaN guard may lower it)
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, self._lr_at)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, self._lr_at)
 
     def _compile(self) -> None:
         """``--compile``: compile each network's forward in place (``nn.Module.compile``: weights,
         state dict and checkpoints are unchanged). A gradient penalty needs a double backward,
-        which compiled graphs do not support, so WGAN-GP discriminators stay eager."""
+        which compiled graphs do not support, so such discriminators stay eager."""
         nets = dict(self.model.generators)
-        if getattr(self.model.adv, "kind", None) == "wgan-gp":
+        if self.model.needs_double_backward:
             if self.world.main:
-                log.warning("--compile: the discriminators stay eager (the WGAN-GP penalty's double backward "
+                log.warning("--compile: the discriminators stay eager (the gradient penalty's double backward "
                             "cannot run through a compiled graph)")
         else:
             nets.update(self.model.discriminators)
@@ -160,117 +126,15 @@ class Trainer:
                 net.compile()
 
     # --- state ---------------------------------------------------------------------------------
-    def weights(self) -> dict[str, torch.Tensor]:
-        w = dict(self.model.state_dict())
-        if self.ema is not None:
-            w.update({f"ema.{k}": v for k, v in self.ema.model.state_dict().items()})
-        w.update(self.model.extra_state())
-        w.update(self.swaps.tensors())
-        if self.fakes is not None:
-            w.update({f"fakes.{k}": v for k, v in self.fakes.items()})
-        return w
+    def resume(self) -> Any:
+        """Continue from the newest good checkpoint; None when there is none yet (start at step 0)."""
+        return self.checkpoints.resume(self)
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "data_position": self.data_position,
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "sched_G": self.sched_G.state_dict(),
-            "sched_D": self.sched_D.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
-            "warnings": [[w.step, w.code, w.short, w.message] for w in self.monitor.history],
-            "swap": self.swaps.state(),
-            "best": json.dumps(self.best),
-        }
-
-    def _rank_tensors(self) -> dict[str, torch.Tensor]:
-        """What differs between ranks: replay buffers and the last generator step's fakes."""
-        tensors = dict(self.model.extra_state())
-        if self.fakes is not None:
-            tensors.update({f"fakes.{k}": v for k, v in self.fakes.items()})
-        return tensors
-
-    def payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-        """The weights and state of a checkpoint; with several ranks (a collective: every rank
-        calls it), each rank's replay buffers, fakes and random states gathered on rank 0, which
-        alone gets a result. Rank ``r`` > 0's tensors are stored under ``rank<r>.``."""
-        mine = None
-        if self.world.active:
-            mine = {"rng": rng_state(), "tensors": {k: v.detach().cpu() for k, v in self._rank_tensors().items()}}
-        everyone = distributed.gather_to_main(mine)
-        if not self.world.main:
+    def save(self) -> Any:
+        if self.checkpoints is None:
             return None
-        weights, state = self.weights(), self.state()
-        if self.world.active:
-            for r, theirs in enumerate(everyone[1:], 1):
-                weights.update({f"rank{r}.{k}": v for k, v in theirs["tensors"].items()})
-            state["world"] = {"size": self.world.size, "rng": [theirs["rng"] for theirs in everyone[1:]]}
-        return weights, state
-
-    def save(self) -> Path | None:
-        """Checkpoint (every rank calls it; rank 0 writes). Returns the folder on rank 0."""
-        payload = self.payload()
-        if payload is None:
-            return None
-        path = save_checkpoint(self.run_dir, self.step, *payload, keep_last=self.t.keep_last)
-        log.debug("checkpoint %s", path)
-        return path
-
-    def resume(self, checkpoint: str | Path | None = None) -> Path:
-        weights, state, path = distributed.everywhere(lambda: load_checkpoint(checkpoint or self.run_dir))
-        saved_world = int(state.get("world", {}).get("size", 1))
-        if saved_world != self.world.size:
-            raise CheckpointError(
-                f"{path} was written by {saved_world} training process{'es' * (saved_world > 1)} and this run has "
-                f"{self.world.size}; each keeps its own replay buffer and random state, so resume with the same "
-                f"number (torchrun --nnodes=... --nproc_per_node=... giving {saved_world} in all"
-                f"{'' if saved_world > 1 else ', or without torchrun'})")
-        if self.world.rank > 0:  # this rank's own replay buffers, fakes and random state
-            prefix = f"rank{self.world.rank}."
-            mine = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-            weights = {k: v for k, v in weights.items() if not k.startswith(("pool.", "fakes."))}
-            weights.update(mine)
-            state = {**state, "rng": state["world"]["rng"][self.world.rank - 1]}
-        model_keys = set(self.model.state_dict())
-        missing = model_keys - set(weights)
-        if missing:
-            raise CheckpointError(f"{path} does not match this model ({len(missing)} weights missing, e.g. "
-                                  f"{sorted(missing)[0]}); was it written by another --model or config?")
-        self.model.load_state_dict({k: weights[k] for k in model_keys})
-        if self.ema is not None:
-            ema_w = {k[4:]: v for k, v in weights.items() if k.startswith("ema.")}
-            if ema_w:
-                self.ema.model.load_state_dict(ema_w)
-        self.model.load_extra_state({k: v for k, v in weights.items() if k.startswith("pool.")})
-        self.fakes = {k[6:]: v.to(self.device) for k, v in weights.items() if k.startswith("fakes.")} or None
-        self.swaps.load(state.get("swap"), weights, self.device)
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.sched_G.load_state_dict(state["sched_G"])
-        self.sched_D.load_state_dict(state["sched_D"])
-        self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.step = int(state["step"])
-        self.data_position = int(state["data_position"])
-        self.monitor.history = [HealthWarning(*w) for w in state.get("warnings", [])]
-        self.best = json.loads(state.get("best") or "null")
-        if self.world.main:
-            recover_dir(self.run_dir / BEST_DIR)
-            self._truncate_metrics(self.step)
-        distributed.barrier()
-        return path
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metric and evaluation rows a killed run wrote after its last checkpoint."""
-        for name in ("metrics.jsonl", EVALS_FILE):
-            path = self.run_dir / name
-            if not path.exists():
-                continue
-            rows = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
-            atomic_write_text(path, "".join(r + "\n" for r in rows))
+        self._start = None  # a NaN from now on rolls back to a checkpoint
+        return self.checkpoints.save(self)
 
     # --- one step ------------------------------------------------------------------------------
     def _autocast(self):
@@ -348,19 +212,19 @@ class Trainer:
     # --- outputs -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _judged(self) -> Iterator[nn.ModuleDict]:
-        """The generators worth looking at (the EMA ones when kept, with their own batch-norm
-        statistics), in eval mode, as ``model.generators``, without touching training state (RNG,
-        the live networks' BN statistics)."""
+        """The generators worth looking at, in eval mode, as ``model.generators``, without touching
+        training state (RNG, the live networks' BN statistics): the EMA ones when kept (with their
+        own batch-norm statistics, estimated from the run's seed), else the live ones, and their
+        own weights even while a past snapshot plays in their place."""
         devices = [self.device] if self.device.type == "cuda" else []
         was_training = self.model.training
         live = self.model.generators
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), self.swaps.real(self.model, "G"):
             torch.manual_seed(self.t.seed)
             self.model.eval()
             if self.ema is not None:
-                if hasattr(self.model, "refresh_norm_stats"):
-                    for net in self.ema.model.values():
-                        self.model.refresh_norm_stats(net, seed=self.t.seed)
+                for net in self.ema.model.values():
+                    self.model.refresh_norm_stats(net, seed=self.t.seed)
                 self.model.generators = self.ema.model
             try:
                 yield self.model.generators
@@ -368,8 +232,8 @@ class Trainer:
                 self.model.generators = live
                 self.model.train(was_training)
 
-    def samples(self) -> dict[str, torch.Tensor] | None:
-        """The sample rows for the fixed batch (from the EMA generators when there are)."""
+    def samples(self) -> Samples | None:
+        """The sample rows for the fixed batch (from the judged generators)."""
         if self.sample_batch is None:
             return None
         with self._judged(), self._autocast():
@@ -377,140 +241,174 @@ class Trainer:
         return {k: v.float().cpu() for k, v in rows.items()}
 
     def evaluate(self) -> dict[str, Any] | None:
-        """``--eval-every``: score the judged generators, log the scores to ``evals.jsonl``, and
-        keep the best checkpoint by ``eval_metric`` in ``RUN/best/``. With several ranks, rank 0
-        scores while the others wait, and all take part in writing a new best."""
+        """``--eval-every``: score the judged generators into the evaluation's rows, and keep the best
+        checkpoint. With several ranks, rank 0 scores while the others wait, and all take part in
+        writing a new best."""
         row = distributed.on_main(self._score)  # a failure while scoring stops every rank
         if distributed.from_main(row is not None and row["best"]):
             self.best = distributed.from_main(self.best)
-            payload = self.payload()
-            if payload is not None:
-                from ..evaluate import _clean
-
-                write_checkpoint_dir(self.run_dir / BEST_DIR, *payload,
-                                     extra={"best.json": json.dumps(_clean(self.best), indent=2) + "\n"})
+            self.checkpoints.save_best(self, self.best)
         return row
 
     def _score(self) -> dict[str, Any]:
-        from ..evaluate import metric_value
-        from ..metrics import HIGHER_IS_BETTER
+        import time
 
+        ev = self.evaluation
         started = time.perf_counter()
         with self._judged() as generators:
-            results = self.scorer(generators)
-        metric = self.t.eval_metric
-        value = metric_value(results, metric)
-        higher = HIGHER_IS_BETTER[metric]
-        if self.best is not None and self.best["metric"] != metric:  # --eval-metric changed on resume
-            self.best = None
-        better = not math.isnan(value) and (self.best is None or (value > self.best["value"] if higher
-                                                                   else value < self.best["value"]))
-        row = {"step": self.step, "metric": metric, "value": value, "best": better,
-               "results": {d: {k: v for k, v in r.items() if k not in ("per_image", "per_class_accuracy",
-                                                                     "per_class_classifier_fd")}
-                           for d, r in results.items()},
-               "seconds": round(time.perf_counter() - started, 2)}
-        from ..evaluate import _clean
-
-        with open(self.run_dir / EVALS_FILE, "a") as f:
-            f.write(json.dumps(_clean(row)) + "\n")
-        log.info("eval at step %d: %s %.4g%s", self.step, metric, value, " (best so far)" if better else "")
-        if better:
-            self.best = {"metric": metric, "value": value, "step": self.step}
+            value, results = ev.score(generators)
+        new_best = ev.judge(self.step, value, self.best)
+        row = {"step": self.step, "metric": ev.metric, "value": value, "best": new_best is not None,
+               "results": results, "seconds": round(time.perf_counter() - started, 2)}
+        ev.record(row)
+        if new_best is not None or (self.best is not None and self.best["metric"] != ev.metric):
+            self.best = new_best
         return row
 
-    def write_samples(self, rows: dict[str, torch.Tensor]) -> Path:
-        from ..report import save_grid
+    def _sample_and_check(self) -> None:
+        """Hand the sample grid of this step on and let the monitor judge its diversity (rank 0)."""
+        rows = self.samples()
+        if rows is None:
+            return
+        if self.on_samples is not None:
+            self.on_samples(self.step, rows)
+        for key, fake in rows.items():
+            if key.startswith("fake_") and f"real_{key[5:]}" in rows:
+                self._report(self.monitor.check_samples(self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
 
-        return save_grid(rows, self.run_dir / "samples" / f"step-{self.step:08d}.png")
+    # --- NaN and infinities --------------------------------------------------------------------------
+    def _watch(self, logs: dict[str, torch.Tensor]) -> None:
+        """Fold this step's losses and gradient norms into the finiteness flag (no host sync: checked
+        at log rows and before every save). A non-finite gradient norm means the weights just took a
+        non-finite update, which no checkpoint may hold, though the losses were still finite."""
+        losses = [v.detach().float().reshape(()) for k, v in logs.items() if k.startswith(("loss", "grad_norm/"))]
+        if losses:
+            self._finite &= torch.isfinite(torch.stack(losses)).all()
 
-    def _log_row(self, sums: dict[str, list[torch.Tensor]], elapsed: float, steps: int) -> dict[str, float]:
-        """One row of ``metrics.jsonl``: losses averaged over the steps since the last row (and over
-        the ranks: the global batch's), the largest gradient norms, the learning rate, the speed.
-        Every rank calls it; rank 0 writes."""
-        keys = sorted(sums)
-        stacked = [torch.stack([x.detach().float().to(self.device) for x in sums[k]]) for k in keys]
-        values = torch.stack([v.max() if k.startswith("grad_norm/") else v.mean() for k, v in zip(keys, stacked)]) \
-            if keys else torch.zeros(0, device=self.device)
-        values = distributed.mean_over_ranks(values).cpu()
-        row: dict[str, float] = {"step": self.step}
-        row.update({k: float(v) for k, v in zip(keys, values)})
-        row["lr"] = self.sched_G.get_last_lr()[0]
-        row["it_per_s"] = steps / elapsed if elapsed > 0 else float("nan")
-        if self.world.main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-        return row
+    def _losses_finite(self) -> bool:
+        """Were all losses and gradients finite since the last check (on every rank)? Resets the flag."""
+        ok = not distributed.any_rank(not bool(self._finite))
+        self._finite.fill_(True)
+        if ok:
+            self.guard.passed(self.step)
+        return ok
+
+    def _recover(self) -> bool:
+        """A loss was NaN or infinite: act by ``--on-nan``. Returns True when the run rolled back
+        (the caller restarts its data stream), False to go on (``warn``); raises to stop."""
+        failed_at, policy = self.step, self.guard.policy
+        if policy == "warn":
+            return False
+        last = "the last checkpoint is untouched" if self.checkpoints is not None else "nothing was saved"
+        if policy == "stop" or self.guard.exhausted:
+            why = (f"after {self.guard.rollbacks} rollbacks in a row" if policy == "rollback" else "(--on-nan stop)")
+            raise TrainingFailure(f"a loss became NaN or infinite by step {failed_at} {why}; {last}. Lower the "
+                                  f"learning rate (--lr) or try --recipe stable, then resume or start again")
+        guard_state = self.guard.state()
+        self._rollback_state()
+        self.guard.load(guard_state)
+        factor = self.guard.rollback(failed_at)
+        self._apply_lr()
+        warning = HealthWarning(failed_at, "nan_rollback", f"NaN: rolled back to {self.step}",
+                                f"a loss became NaN or infinite by step {failed_at}: rolled back to step {self.step} "
+                                f"with the learning rate x{factor:g} until step {failed_at} (rollback "
+                                f"{self.guard.rollbacks} of {self.guard.limit} in a row).")
+        self.monitor.history.append(warning)
+        log.warning("%s", warning)
+        self.metrics.event({"step": self.step, "event": "nan_rollback", "failed_at": failed_at,
+                            "lr_factor": factor, "rollbacks": self.guard.rollbacks})
+        return True
+
+    def _rollback_state(self) -> None:
+        """Back to the newest good checkpoint, or to the run's start when none was written yet."""
+        if self.checkpoints is not None and self.checkpoints.resume(self) is not None:
+            return
+        if self._start is None:
+            raise TrainingFailure(f"a loss became NaN or infinite by step {self.step} and there is no checkpoint to "
+                                  f"roll back to; lower the learning rate (--lr) and start again")
+        restore(self, *self._start, "the run's start", own=True)
+
+    def _apply_lr(self) -> None:
+        """Set the optimisers' rates for the current step (after a rollback changed the guard)."""
+        for sched in (self.sched_G, self.sched_D):
+            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs):
+                group["lr"] = base * self._lr_at(self.step)
 
     # --- the loop ------------------------------------------------------------------------------
-    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
-        """Train to ``total_steps`` (or ``stop_at``, keeping the full schedule), checkpointing as
-        configured. Ctrl-C saves a checkpoint and stops cleanly. Returns a summary."""
-        from tqdm.auto import tqdm
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[list[int]]:
+        """Ctrl-C / SIGTERM only set a flag: the step in progress finishes, a checkpoint is written,
+        the run stops. A second Ctrl-C stops at once, without a checkpoint."""
+        requested: list[int] = []
 
-        t = self.t
-        end = min(self.total_steps, stop_at) if stop_at is not None else self.total_steps
-        self.model.train()
-        batches = iter(self.loader_factory(self.data_position))
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet, unit="it", dynamic_ncols=True,
-                   desc="train", smoothing=0.1)
-        sums: dict[str, list[torch.Tensor]] = {}
-        last_time, last_step = time.perf_counter(), self.step
-        stop_requested: list[int] = []
-
-        def request_stop(signum, frame):  # finish the step in progress, checkpoint, stop
-            if stop_requested:  # a second Ctrl-C: stop at once, without a checkpoint
+        def request_stop(signum, frame):
+            if requested:
                 raise KeyboardInterrupt
-            stop_requested.append(signum)
+            requested.append(signum)
             log.warning("stopping after step %d (saving a checkpoint); press Ctrl-C again to abort", self.step + 1)
 
         previous = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
                 previous[sig] = signal.signal(sig, request_stop)
-        main = self.world.main
-        stop = False
         try:
-            while self.step < end and not stop:
-                logs = self.train_step(batches)
-                for k, v in logs.items():
-                    sums.setdefault(k, []).append(v)
-                bar.update(1)
-                stop = distributed.any_rank(bool(stop_requested))  # all ranks stop after the same step
-                if self.step % t.log_every == 0 or self.step == end or stop:
-                    now = time.perf_counter()
-                    row = self._log_row(sums, now - last_time, self.step - last_step)
-                    sums, last_time, last_step = {}, now, self.step
-                    if main:
-                        self._report(self.monitor.check_losses(self.step, row))
-                        bar.set_postfix_str(self._postfix(row), refresh=False)
-                    self._stop_if_failed()
-                # a stopping step checkpoints at once (torchrun kills its processes 30 s after a signal)
-                if not stop and (self.step % t.sample_every == 0 or self.step == self.total_steps):
-                    distributed.on_main(self._sample_and_check)
-                    self._stop_if_failed()
-                if not stop and self.evaluating and t.eval_every and (self.step % t.eval_every == 0
-                                                                      or self.step == self.total_steps):
-                    self.evaluate()
-                if self.step % t.checkpoint_every == 0 or self.step == end or stop:
-                    self.save()
+            yield requested
         finally:
-            bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        interrupted = stop and self.step < end
-        return {"step": self.step, "total_steps": self.total_steps, "interrupted": interrupted,
+
+    def fit(self, stop_at: int | None = None) -> dict[str, Any]:
+        """Train to ``total_steps`` (or ``stop_at``, keeping the full schedule), checkpointing as
+        configured. Ctrl-C saves a checkpoint and stops cleanly. Returns a summary."""
+        from tqdm.auto import tqdm
+
+        end = min(self.total_steps, stop_at) if stop_at is not None else self.total_steps
+        self.model.train()
+        if self.step == 0 and self.t.on_nan == "rollback":  # each rank its own (its RNG, replay buffers)
+            self._start = ({k: v.detach().clone() for k, v in weights_of(self).items()}, state_of(self))
+        batches = iter(self.loader_factory(self.data_position))
+        self.metrics.start(self.step)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet, unit="it", dynamic_ncols=True,
+                   desc="train", smoothing=0.1)
+        stop = False
+        with self._stop_signals() as requested, contextlib.closing(bar):
+            while self.step < end and not stop:
+                logs = self.train_step(batches)
+                self.metrics.add(logs)
+                self._watch(logs)
+                bar.update(1)
+                stop, timed = distributed.any_ranks((bool(requested), self.world.main and self.checkpoints is not None
+                                                     and self.checkpoints.minutes_due()))
+                if self._after_step(end, stop, timed, bar):  # rolled back: the data stream starts over there
+                    batches = iter(self.loader_factory(self.data_position))
+                    bar.reset(total=self.total_steps)
+                    bar.update(self.step)
+        return {"step": self.step, "total_steps": self.total_steps, "interrupted": stop and self.step < end,
                 "warnings": [str(w) for w in self.monitor.history]}
 
-    def _sample_and_check(self) -> None:
-        """Write the sample grid of this step and let the monitor judge its diversity (rank 0)."""
-        rows = self.samples()
-        if rows is None:
-            return
-        self.write_samples(rows)
-        for key, fake in rows.items():
-            if key.startswith("fake_") and f"real_{key[5:]}" in rows:
-                self._report(self.monitor.check_samples(self.step, fake, rows[f"real_{key[5:]}"], name=key[5:]))
+    def _after_step(self, end: int, stop: bool, timed: bool, bar) -> bool:
+        """Log, sample, evaluate and checkpoint as due after a step. Returns True after a rollback."""
+        t = self.t
+        save = self.checkpoints is not None and (self.checkpoints.steps_due(self.step) or self.step == end or stop
+                                                 or timed)
+        if self.step % t.log_every == 0 or self.step == end or stop or save:
+            finite = self._losses_finite()
+            row = self.metrics.row(self.step, self.sched_G.get_last_lr()[0], self.device)
+            if self.world.main:
+                self._report(self.monitor.check_losses(self.step, row))
+                bar.set_postfix_str(self._postfix(row), refresh=False)
+            if not finite and self._recover():
+                return True
+            self._stop_if_failed()
+        # a stopping step checkpoints at once (torchrun kills its processes 30 s after a signal)
+        if not stop and (self.step % t.sample_every == 0 or self.step == self.total_steps):
+            distributed.on_main(self._sample_and_check)
+            self._stop_if_failed()
+        if not stop and self.evaluation is not None and self.evaluation.due(self.step, self.total_steps):
+            self.evaluate()
+        if save:
+            self.save()
+        return False
 
     def _stop_if_failed(self) -> None:
         """``--stop-on-failure``: after a failure (seen by rank 0's monitor), every rank saves this
@@ -531,22 +429,6 @@ class Trainer:
         this step's checkpoint, on every rank)."""
         for w in new:
             log.warning("%s", w)
-            if self.t.stop_on_failure and self.failure is None:
-                self.failure = (f"stopped at step {w.step} (--stop-on-failure): {w.message} "
-                                f"The last checkpoint is in {self.run_dir}.")
-
-
-def lr_factor(scaling: str, world_size: int) -> float:
-    """``--lr-scaling``: what the learning rates are multiplied by with ``world_size`` ranks, each
-    with its own ``batch_size``: ``none`` 1, ``linear`` the world size (Goyal et al. 2017), ``sqrt``
-    its square root (the rule for Adam-like optimisers)."""
-    return {"none": 1.0, "linear": float(world_size), "sqrt": math.sqrt(world_size)}[scaling]
-
-
-def total_steps_for(t: Any, samples_per_epoch: int, default_epochs: int = 200, world_size: int = 1) -> int:
-    """``--steps`` if given, else epochs (default 200, the reference's 100 + 100) of the data, with
-    ``world_size`` ranks each drawing ``batch_size`` samples per discriminator step."""
-    if t.steps:
-        return t.steps
-    per_step = t.batch_size * t.n_critic * world_size
-    return (t.epochs or default_epochs) * max(1, math.ceil(samples_per_epoch / per_step))
+            if self.t.stop_on_failure and self.failure is None and not (w.code == "nan" and self.t.on_nan != "warn"):
+                where = f" The last checkpoint is in {self.checkpoints.run_dir}." if self.checkpoints else ""
+                self.failure = f"stopped at step {w.step} (--stop-on-failure): {w.message}{where}"

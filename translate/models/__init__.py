@@ -1,19 +1,22 @@
-"""Model families. Each is one small file over the shared engine."""
+"""Model families: each is one small file over the shared engine, registered by name.
+
+A family is a :class:`GANModel` subclass that declares what it is (see ``base.py``) and is
+registered with :func:`register`; everything else (the CLI's ``--model`` choices, configs, data,
+export, eval, sampling, reports) reads the registry and the family's declared hooks, never a
+family's name. A family defined in a user's (or a test's) own module and registered there works
+through the whole CLI and API.
+"""
 from __future__ import annotations
 
-from typing import Any
+from .base import GANModel, Translation
+from .registry import (FAMILIES, build_model, config_from_dict, default_family, family, family_of, recipe_names,
+                       register, validate)
 
-from .base import GANModel
-from .conditional import CGAN
-from .cyclegan import CycleGAN
-from .pix2pix import Pix2Pix
-from .unconditional import DCGAN
+# importing a family's module registers it (in this order: the --model choices' order)
+from .cyclegan import CycleGAN  # noqa: E402, I001
+from .pix2pix import Pix2Pix  # noqa: E402
+from .unconditional import DCGAN  # noqa: E402
+from .conditional import CGAN  # noqa: E402
 
-FAMILIES: dict[str, type[GANModel]] = {"cyclegan": CycleGAN, "pix2pix": Pix2Pix, "dcgan": DCGAN, "cgan": CGAN}
-
-
-def build_model(run_cfg: Any) -> GANModel:
-    return FAMILIES[run_cfg.train.model](run_cfg.model, run_cfg.train)
-
-
-__all__ = ["GANModel", "CycleGAN", "Pix2Pix", "DCGAN", "CGAN", "FAMILIES", "build_model"]
+__all__ = ["GANModel", "Translation", "CycleGAN", "Pix2Pix", "DCGAN", "CGAN", "FAMILIES", "register", "family",
+           "family_of", "default_family", "recipe_names", "config_from_dict", "validate", "build_model"]

@@ -23,10 +23,20 @@ the generators a second time. With ``fakes=None`` (the first step, and the extra
 
 In ``sample``'s result, keys starting ``real_`` are data and ``fake_`` are generated; the monitor
 compares their diversity to spot mode collapse.
+
+Besides the losses, a family declares what the commands need to know about it (class attributes
+and hooks with defaults, below), so that no code outside ``models/`` asks for a family by name:
+its ``family`` name and ``config_class``, the ``data`` its batches hold, whether it is
+``generative`` (noise, and labels when ``conditional``, in) and which ``translations`` it offers
+otherwise, its ``train_defaults`` and ``recipes``, ``check_config``, whether its discriminator
+``needs_double_backward``, ``refresh_norm_stats`` for averaged generators and
+``prepare_sample_batch``. A new family is one file: a subclass registered with
+:func:`translate.models.register`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -38,6 +48,7 @@ from ..engine.replay import ReplayBuffer
 from ..nn import NLayerDiscriminator, PixelDiscriminator, ResnetGenerator, UnetGenerator, init_weights, unet_depth_for
 
 Batch = dict[str, Any]
+Need = Callable[[bool, str], None]  # need(condition, message): raise ConfigError(message) unless condition
 Fakes = dict[str, torch.Tensor]  # detached generator outputs, reused by the next discriminator step
 Logs = dict[str, torch.Tensor]  # scalar tensors; the trainer turns them into numbers when it logs
 Backward = Callable[[torch.Tensor], None]
@@ -55,20 +66,58 @@ def build_generator(cfg: Any, size: int, in_channels: int, out_channels: int) ->
 
 
 def build_discriminator(cfg: Any, in_channels: int) -> nn.Module:
+    norm = cfg.d_norm or cfg.norm
     if cfg.discriminator == "pixel":
-        net = PixelDiscriminator(in_channels, ndf=cfg.ndf, norm=cfg.norm)
+        net = PixelDiscriminator(in_channels, ndf=cfg.ndf, norm=norm)
     else:
-        net = NLayerDiscriminator(in_channels, ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+        net = NLayerDiscriminator(in_channels, ndf=cfg.ndf, n_layers=cfg.n_layers, norm=norm)
     return init_weights(net, cfg.init, cfg.init_gain)
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One direction an image-to-image family offers: the generator that translates it and the
+    domain it reads."""
+
+    direction: str  # "AtoB" | "BtoA"
+    generator: str  # a key of ``generators``
+    source: str  # "A" | "B"
+
+    @property
+    def target(self) -> str:
+        return "B" if self.source == "A" else "A"
 
 
 class GANModel(nn.Module):
     """Base class holding what every family shares: the adversarial loss (with label tricks),
     instance noise for the discriminator's inputs and replay buffers of past fakes."""
 
-    family: str = ""
+    # --- what the family is: declared by each family, read by the commands ----------------------
+    family: ClassVar[str] = ""  # the name --model takes
+    config_class: ClassVar[type]  # the dataclass of the family's own options; it has a gan_loss field
+    data: ClassVar[str] = "paired"  # batches hold "paired" or "unpaired" A/B images, or "images" (+ labels)
+    generative: ClassVar[bool] = False  # noise (and labels) in, images out; otherwise it translates images
+    conditional: ClassVar[bool] = False  # class labels in (a generative family)
+    default_for: ClassVar[tuple[str, ...]] = ()  # data layouts it trains when --model is not given
+    train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig defaults of its own (under recipes and options)
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {}  # --recipe NAME -> options under the user's own
+
     generators: nn.ModuleDict
     discriminators: nn.ModuleDict
+
+    @classmethod
+    def translations(cls, cfg: Any) -> list[Translation]:
+        """The directions the run of config ``cfg`` (a RunConfig) translates; none for a generative family."""
+        return []
+
+    @classmethod
+    def offers(cls, needs: str) -> bool:
+        """Can a run of this family be scored by a metric that needs ``needs`` (see ``metrics.Metric``)?"""
+        return {"ground_truth": not cls.generative, "inception": True, "classes": cls.conditional}.get(needs, False)
+
+    @classmethod
+    def check_config(cls, cfg: Any, need: Need) -> None:
+        """Check the family's own options (ranges, choices) in the RunConfig ``cfg``."""
 
     def __init__(self, cfg: Any, train: Any) -> None:
         super().__init__()
@@ -78,7 +127,21 @@ class GANModel(nn.Module):
         self.instance_noise = InstanceNoise(train.instance_noise, 1)
         self.pools: dict[str, ReplayBuffer] = {}
 
-    # --- hooks the trainer calls -------------------------------------------------------------
+    # --- hooks the trainer and the commands call (defaults for families that need nothing) ------
+    @property
+    def needs_double_backward(self) -> bool:
+        """The discriminator loss back-propagates through a gradient (WGAN-GP's penalty): no
+        compiled graph, and no synchronised batch norm, for the discriminators."""
+        return self.adv.kind == "wgan-gp"
+
+    def refresh_norm_stats(self, net: nn.Module, seed: int) -> None:
+        """Re-estimate an averaged (EMA) generator copy's normalisation statistics; ``seed`` is the
+        run's, so training, export and eval see the same statistics."""
+
+    def prepare_sample_batch(self, batch: Batch, seed: int) -> Batch:
+        """The fixed batch the sample grids show (a generative family adds its fixed latents)."""
+        return batch
+
     def set_schedule(self, step: int, total_steps: int, noise_steps: int | None) -> None:
         """Called before each step: anneals instance noise linearly to 0."""
         self.instance_noise.anneal_steps = max(1, noise_steps if noise_steps else total_steps // 2)

@@ -12,13 +12,31 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch
+from ..config import CGANConfig
+from ..nn.dcgan import CONDITIONINGS
+from .base import Batch, Need
+from .registry import register
 from .unconditional import DCGAN
 
 
+@register
 class CGAN(DCGAN):
     family = "cgan"
+    config_class = CGANConfig
     conditional = True
+    default_for = ()
+    recipes = {"stable": {**DCGAN.recipes["stable"], "aux_classifier": 1.0}}
+
+    @classmethod
+    def check_config(cls, cfg, need: Need) -> None:
+        super().check_config(cfg, need)
+        m = cfg.model
+        need(m.aux_classifier >= 0, "aux_classifier must be 0 (off) or a positive loss weight")
+        need(m.n_classes >= 0, "n_classes must be >= 0 (0: from the data)")
+        need(m.conditioning in CONDITIONINGS, f"conditioning must be one of {', '.join(CONDITIONINGS)}")
+        need(m.conditioning != "cbn" or m.norm == "batch",
+             "conditioning cbn is a batch norm: it needs norm batch (or use --set conditioning=concat)")
+        need(m.embed_dim >= 1, "embed_dim must be at least 1")
 
     def fake_labels(self, batch: Batch) -> torch.Tensor:
         return batch["label"]

@@ -10,13 +10,27 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import CycleGANConfig, TrainConfig
+from ..config import CycleGANConfig, TrainConfig, check_network
 from ..engine.replay import ReplayBuffer
-from .base import Backward, Batch, Fakes, GANModel, Logs, build_discriminator, build_generator
+from .base import Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator, build_generator
+from .registry import register
 
 
+@register
 class CycleGAN(GANModel):
     family = "cyclegan"
+    config_class = CycleGANConfig
+    data = "unpaired"
+    default_for = ("unpaired",)
+    recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999}}
+
+    @classmethod
+    def translations(cls, cfg) -> list[Translation]:
+        return [Translation("AtoB", "G_AB", "A"), Translation("BtoA", "G_BA", "B")]
+
+    @classmethod
+    def check_config(cls, cfg, need: Need) -> None:
+        check_network(cfg.train, cfg.model)
 
     def __init__(self, cfg: CycleGANConfig, train: TrainConfig) -> None:
         super().__init__(cfg, train)

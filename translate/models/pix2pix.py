@@ -6,13 +6,29 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import Pix2PixConfig, TrainConfig
+from ..config import Pix2PixConfig, TrainConfig, check_network
 from ..engine.replay import ReplayBuffer
-from .base import Backward, Batch, Fakes, GANModel, Logs, build_discriminator, build_generator
+from .base import Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator, build_generator
+from .registry import register
 
 
+@register
 class Pix2Pix(GANModel):
     family = "pix2pix"
+    config_class = Pix2PixConfig
+    data = "paired"
+    default_for = ("paired", "aligned", "synthetic")
+    recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999}}
+
+    @classmethod
+    def translations(cls, cfg) -> list[Translation]:
+        d = cfg.model.direction
+        return [Translation(d, "G", d[0])]
+
+    @classmethod
+    def check_config(cls, cfg, need: Need) -> None:
+        check_network(cfg.train, cfg.model)
+        need(cfg.model.direction in ("AtoB", "BtoA"), f"direction must be AtoB or BtoA, not {cfg.model.direction!r}")
 
     def __init__(self, cfg: Pix2PixConfig, train: TrainConfig) -> None:
         super().__init__(cfg, train)

@@ -14,9 +14,10 @@ from torch import nn
 
 from ..config import DCGANConfig, TrainConfig
 from ..engine.replay import ReplayBuffer
-from ..nn.dcgan import DCGANDiscriminator, DCGANGenerator, level_of, progressive_reals, progressive_stage
-from ..nn.layers import equalize_lr, init_weights
-from .base import Backward, Batch, Fakes, GANModel, Logs
+from ..nn.dcgan import DCGANDiscriminator, DCGANGenerator, level_of, levels_for, progressive_reals, progressive_stage
+from ..nn.layers import INITS, equalize_lr, init_weights
+from .base import Backward, Batch, Fakes, GANModel, Logs, Need
+from .registry import register
 
 
 def sample_latents(n: int, dim: int, kind: str = "normal", *, generator: torch.Generator | None = None,
@@ -29,9 +30,43 @@ def sample_latents(n: int, dim: int, kind: str = "normal", *, generator: torch.G
     return z
 
 
+@register
 class DCGAN(GANModel):
     family = "dcgan"
-    conditional = False
+    config_class = DCGANConfig
+    data = "images"
+    generative = True
+    default_for = ("images",)
+    train_defaults = {"batch_size": 64, "flip": False, "n_samples": 20, "epochs": 25, "decay_from": 1.0, "size": 28}
+    recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.1, "minibatch_std": 4, "latent": "spherical",
+                          "ema": 0.999}}
+
+    @classmethod
+    def check_config(cls, cfg, need: Need) -> None:
+        t, m = cfg.train, cfg.model
+        try:
+            levels_for(t.size)
+        except ValueError as exc:
+            need(False, f"--size {t.size}: {exc}")
+        need(t.size <= 1024, f"--size {t.size} is too large for a DCGAN (at most 1024)")
+        need(m.latent_dim >= 1, "latent_dim must be at least 1")
+        need(m.latent in ("normal", "spherical"), f"latent must be normal or spherical, not {m.latent!r}")
+        need(m.ngf >= 1 and m.ndf >= 1, "ngf and ndf must be at least 1")
+        need(m.channels in (0, 1, 3), f"channels must be 0 (from the data), 1 or 3, not {m.channels}")
+        need(m.norm in ("batch", "none"), f"norm must be batch or none for {t.model}, not {m.norm!r}")
+        need(m.d_norm in (None, "batch", "none"), f"d_norm must be batch or none, not {m.d_norm!r}")
+        need(m.init in INITS, f"unknown init {m.init!r}; choose one of {', '.join(INITS)}")
+        need(0.0 <= m.dropout < 1.0, "dropout must be in [0, 1)")
+        need(m.noise_injection >= 0, "noise_injection must be >= 0")
+        need(m.pool_size >= 0, "pool_size must be >= 0")
+        need(m.minibatch_std >= 0 and m.minibatch_discrimination >= 0,
+             "minibatch_std (a group size) and minibatch_discrimination (kernels) must be >= 0")
+        need(m.progressive_steps >= 1, "progressive_steps must be at least 1")
+        if m.progressive and m.progressive_start:
+            try:
+                level_of(t.size, m.progressive_start)
+            except ValueError as exc:
+                need(False, f"progressive_start: {exc}")
 
     def __init__(self, cfg: DCGANConfig, train: TrainConfig) -> None:
         super().__init__(cfg, train)
@@ -76,7 +111,7 @@ class DCGAN(GANModel):
         return self.generators["G"](z, label)
 
     @torch.no_grad()
-    def refresh_norm_stats(self, net: nn.Module, batches: int = 16, batch_size: int = 64, seed: int = 0) -> None:
+    def refresh_norm_stats(self, net: nn.Module, seed: int, batches: int = 16, batch_size: int = 64) -> None:
         """Re-estimate the batch-norm running statistics of a generator copy (the EMA one) from its
         own outputs ("standing statistics", Brock et al. 2019). The EMA weights are an average, but
         running statistics copied from the live generator describe the live weights' activations:

@@ -2,7 +2,7 @@
 from .discriminators import NLayerDiscriminator, PixelDiscriminator
 from .generators import ResnetGenerator, UnetGenerator, unet_depth_for
 from .winograd import WinogradConv2d, set_winograd, winograd_conv3x3
-from .layers import NoiseDropout, count_parameters, get_norm_layer, init_weights, set_noise_mode
+from .layers import NoiseDropout, count_parameters, get_norm_layer, init_weights, seeded_noise, set_noise_mode
 
 __all__ = [
     "NLayerDiscriminator",
@@ -14,6 +14,7 @@ __all__ = [
     "count_parameters",
     "get_norm_layer",
     "init_weights",
+    "seeded_noise",
     "set_noise_mode",
     "WinogradConv2d",
     "set_winograd",

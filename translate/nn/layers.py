@@ -1,8 +1,9 @@
 """Small building blocks shared by the generators and discriminators."""
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -217,6 +218,18 @@ def set_noise_mode(net: nn.Module, mode: str, seeds: torch.Tensor | None = None)
             m.seed = i
             m.seeds = seeds
     return net
+
+
+@contextlib.contextmanager
+def seeded_noise(net: nn.Module, active: bool, seeds: torch.Tensor | None) -> Iterator[nn.Module]:
+    """Within the block, ``net``'s noise layers draw from ``seeds`` (one per sample: the exported
+    graph's ``noise_seed``, repeatable scores and samples), or are off when not ``active``; they
+    sample freely again after."""
+    set_noise_mode(net, "fixed" if active else "off", seeds if active else None)
+    try:
+        yield net
+    finally:
+        set_noise_mode(net, "sample")
 
 
 # --- stabilisers for noise-to-image GANs (docs/stabilisers.md) ---------------------------------------
