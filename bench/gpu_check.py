@@ -892,7 +892,9 @@ def child_verify_export(model: str, run: str, images: str, device: str) -> None:
     from PIL import Image
 
     from translate.data.synthetic import render_pair
-    from translate.export import _Graph, load_generator, probe_side, size_multiple, torch_reference
+    from translate.export import probe_side, size_multiple, torch_reference
+    from translate.nn.layers import seeded_noise
+    from translate.run import load_generator
 
     g = load_generator(run)
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
@@ -914,11 +916,12 @@ def child_verify_export(model: str, run: str, images: str, device: str) -> None:
     if device == "cuda":
         torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 here
         torch.backends.cuda.matmul.allow_tf32 = False
-        graph = _Graph(g.net.to("cuda"), noise).eval()
+        net = g.net.to("cuda").eval()
 
-        def cuda_out(x, seeds, bf16=False):
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
-                y = graph(torch.from_numpy(x).cuda(), torch.from_numpy(seeds).cuda() if noise else None)
+        def cuda_out(x, seeds, bf16=False):  # what the exported graph computes: noise keyed by the seeds
+            with (torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16),
+                  seeded_noise(net, noise, torch.from_numpy(seeds).cuda() if noise else None)):
+                y = net(torch.from_numpy(x).cuda())
             return y.float().cpu().numpy()
 
         out["onnx_vs_torch_cuda"] = max(float(np.abs(cuda_out(x, s) - r).max()) for (x, s), r in zip(cases, ref))

@@ -29,8 +29,9 @@ LIMIT = 64 * 2**20  # what one call of the GPU machine may carry: the repository
 WARN_AT = 56 * 2**20
 
 # Every distribution an import of every ``translate`` module and the check need beyond the machine's
-# base (python 3.12 + torch + torchvision + onnx + onnxscript + onnxruntime and what those require),
-# pinned to the versions the development environment is tested with. One version of each.
+# base (python 3.12 + torch + torchvision + onnx + onnxscript + onnxruntime and what those require):
+# the core, the train and serve extras, pytest. Pinned to the versions the development environment
+# is tested with; one version of each.
 CARRIED = {
     # translate/data/transforms.py: albumentations, and what it imports
     "albumentations": "2.0.8",
@@ -47,6 +48,17 @@ CARRIED = {
     "safetensors": "0.8.0",
     "click": "8.5.1",
     "tqdm": "4.70.1",
+    # the serve extra (translate.serve's modules import FastAPI and prometheus-client; no stage serves)
+    "fastapi": "0.165.0",
+    "starlette": "1.10.0",
+    "anyio": "4.16.0",
+    "idna": "3.20",
+    "annotated-doc": "0.0.7",
+    "opentelemetry-api": "1.45.2",
+    "uvicorn": "0.55.0",
+    "h11": "0.16.0",
+    "python-multipart": "0.0.34",
+    "prometheus-client": "0.26.0",
     # pytest -m cuda (the image has a pytest too; these make the run independent of its version)
     "pytest": "9.2.0",
     "pytest-timeout": "2.4.0",

@@ -227,15 +227,16 @@ def _closure(names) -> set[str]:
 
 
 def test_the_wheel_set_is_what_the_gpu_machine_lacks():
-    """What the project's core, its train extra and pytest need, less the machine's base (torch,
-    torchvision, onnx, onnxscript, onnxruntime and their needs) and the three large packages its
-    image has, is exactly what make gpu-wheels carries (typing-extensions also for its version)."""
+    """What the project's core, its train and serve extras and pytest need, less the machine's base
+    (torch, torchvision, onnx, onnxscript, onnxruntime and their needs) and the three large packages
+    its image has, is exactly what make gpu-wheels carries (typing-extensions also for its version)."""
     from packaging.requirements import Requirement
 
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    roots = [Requirement(r).name for r in project["dependencies"] + project["optional-dependencies"]["train"]]
+    extras = project["optional-dependencies"]
+    roots = [Requirement(r).name for r in project["dependencies"] + extras["train"] + extras["serve"]]
     roots += ["pytest", "pytest-timeout"]  # pytest -m cuda
     needed = _closure(roots) - _closure(gpu_wheels.BASE) - _closure(gpu_wheels.FROM_IMAGE)
     carried = set(gpu_wheels.CARRIED)
