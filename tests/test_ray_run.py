@@ -373,3 +373,25 @@ def test_resume_after_an_interrupted_job_on_a_cluster_joined_by_address(models, 
     assert f"{len(done)} already there" in again.stdout
     assert invoke("run", listing, tmp_path / "local", "--model", models["pix2pix"], "--seed", "5")[0] == 0
     assert_same_outputs(tmp_path / "local", out)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_the_ray_benchmark_runs_and_leaves_no_cluster_behind(tmp_path):
+    """bench/ray_speed.py at a tiny size: it starts a local cluster as `--ray local` does, reports
+    both rates and the start-up, and its cluster is gone when it ends."""
+    out = tmp_path / "ray.json"
+    temp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "ray_speed.py"), "--images", "4", "--size", "64",
+                          "--repeats", "1", "--json", str(out)], capture_output=True, text=True, timeout=600,
+                         cwd=ROOT, env={**ENV, "RAY_TMPDIR": temp})
+    left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout.split()
+    used = list(Path(temp).rglob("session_2*"))  # the cluster lived under RAY_TMPDIR: pgrep saw its processes
+    shutil.rmtree(temp, ignore_errors=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert used
+    assert not left, f"Ray processes left behind: {left}"
+    report = json.loads(out.read_text())
+    assert report["cluster_startup_s"] > 0 and report["ratio"] > 0
+    assert report["median"]["ray"]["img_s"] > 0 and report["median"]["local"]["img_s"] > 0
+    assert "ray / local" in run.stdout

@@ -350,8 +350,10 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
     jobs = plan_jobs(input_path, out, fmt)  # bad paths fail before a model is loaded
     _check_writable(jobs[0].dst.parent if len(jobs) == 1 else out)
     if checkpoint is not None:
-        on_gpus = ray_address is not None and (gpus_per_actor or 0) > 0 and provider == "auto"
-        model = _export_for_run(checkpoint, generator, "cuda" if on_gpus else provider, ctx.obj["quiet"])
+        target = provider  # where the model will run: fp16 is exported for GPUs
+        if ray_address is not None and provider == "auto" and gpus_per_actor is not None:
+            target = "cuda" if gpus_per_actor > 0 else "cpu"  # the actors', not this machine's
+        model = _export_for_run(checkpoint, generator, target, ctx.obj["quiet"])
     elif model is None:
         model = newest_model("export")
         if model is None:

@@ -121,12 +121,14 @@ def connect(address: str = "auto") -> Cluster:
                 raise ConnectionError
             ray.init(address=address, **quiet)
         except ConnectionError as exc:
-            if address not in ("auto", "local"):
+            if address not in ("auto", "local") or os.environ.get("RAY_ADDRESS"):  # a cluster was named
+                address = address if address != "auto" else os.environ["RAY_ADDRESS"]
                 raise RayJobError(f"cannot reach the Ray cluster at {address} ({str(exc).splitlines()[0][:160]}); "
                                   f"start it with 'ray start --head' or check the address (a cluster with token "
                                   f"authentication also needs RAY_AUTH_MODE=token and its token: RAY_AUTH_TOKEN or "
                                   f"~/.ray/auth_token), or use --ray local") from None
-            ray.init(address="local", include_dashboard=False, **quiet)  # nothing running: start one here
+            log.info("no running Ray cluster found; starting a local one for this job")
+            ray.init(address="local", include_dashboard=False, **quiet)
             started = True
         except Exception as exc:  # noqa: BLE001 - a bad address, a version mismatch, ...
             raise RayJobError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0][:200]}") \
@@ -347,14 +349,16 @@ def _run(ray, cluster: Cluster, todo: list[Job], summary: RunSummary, model: Pat
     ctx.enable_progress_bars = False  # the bar below counts written images
     ctx.print_on_execution_start = False
     if not log.isEnabledFor(logging.DEBUG):
-        ray_log = logging.getLogger("ray.data")
-        ray_log.setLevel(logging.WARNING)
-        if not any(isinstance(f, _NoProgressNote) for f in ray_log.filters):
-            ray_log.addFilter(_NoProgressNote())
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        notes = logging.getLogger("ray.data._internal.progress")  # (filters act where a record is made)
+        if not any(isinstance(f, _NoProgressNote) for f in notes.filters):
+            notes.addFilter(_NoProgressNote())
 
     rows = [{"src": str(j.src), "dst": str(j.dst), "key": j.key} for j in todo]
-    # blocks of up to 64 images, at least 4 per CPU when there are few: decoding starts everywhere
-    per_block = max(1, min(64, math.ceil(len(rows) / (4 * max(1.0, cluster.cpus)))))
+    # Blocks of one or two batches (fewer images when there are few, so that every CPU decodes):
+    # an actor hands its output on block by block, so small blocks stream to the writers soon
+    # and spread the last images of a job evenly over the actors.
+    per_block = max(1, min(2 * batch_size, math.ceil(len(rows) / (4 * max(1.0, cluster.cpus)))))
     data = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per_block))
     # decode and write tasks reserve half a CPU each: short, partly waiting on storage, they run beside
     # the actors as the local run's I/O threads run beside onnxruntime (and, reserving other
