@@ -300,7 +300,9 @@ def export(ctx: click.Context, source: Path, generator: str | None, out: Path | 
               help="keep: translate at the image's own size; N: scale so the shorter side is N px first.")
 @click.option("--provider", type=click.Choice(["auto", "cuda", "tensorrt", "cpu"]), default="auto",
               show_default=True, help="auto prefers TensorRT, then CUDA, then the CPU.")
-@click.option("--workers", type=int, default=None, help="Threads decoding and writing images. [cores, 2 to 8]")
+@click.option("--workers", type=int, default=None,
+              help="Threads decoding and writing images [cores, 2 to 8]; with --ray, decode and write tasks at once "
+                   "across the cluster [as its free CPUs allow].")
 @click.option("--tile", type=int, default=1024, show_default=True,
               help="Images with more pixels than N x N go through in overlapping tiles (0: never).")
 @click.option("--seed", type=int, default=None, help="Repeatable noise for pix2pix-style models. [fresh noise]")
