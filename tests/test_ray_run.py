@@ -32,7 +32,13 @@ needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip i
 ROOT = Path(__file__).resolve().parents[1]
 # every cluster here takes one token, given to every process by the environment (none written to ~/.ray)
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-ENV = {**os.environ, **RAY_ENV, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess (read when it starts: conftest's private TRANSLATE_CACHE
+    included, where the actors cache the model)."""
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, **RAY_ENV, "PYTHONPATH": path, **extra}
 
 
 def invoke(*args):
@@ -71,7 +77,8 @@ def ray_session():
     os.environ.update({k: v for k, v in RAY_ENV.items() if k != "RAY_AUTH_MODE"})
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=128 << 20, _temp_dir=temp,
-             _node_ip_address="127.0.0.1", logging_level=logging.WARNING, configure_logging=False)
+             _node_ip_address="127.0.0.1", logging_level=logging.WARNING, configure_logging=False,
+             log_to_driver=False)  # as translate run --ray connects (without --debug)
     try:
         yield ray
     finally:
@@ -132,9 +139,12 @@ def test_outputs_equal_the_local_run(models, ray_session, tmp_path):
         assert "translated 15 image(s)" in text
         assert assert_same_outputs(local, dist) == 15
         assert not list(dist.rglob(".*.tmp*"))  # atomic writes leave no temporaries
+    # the model reached the actors through Ray, cached on the machine (here the tests' private cache)
+    assert list((Path(os.environ["TRANSLATE_CACHE"]) / "ray-models").glob("*-cyclegan.onnx"))
     # the alpha channel comes back, as in the local run
     rgba = np.asarray(Image.open(tmp_path / "pix2pix-ray" / "nested" / "rgba.png"))
-    assert rgba.shape[2] == 4 and np.array_equal(rgba[..., 3], np.asarray(Image.open(inp / "nested" / "rgba.png"))[..., 3])
+    alpha = np.asarray(Image.open(inp / "nested" / "rgba.png"))[..., 3]
+    assert rgba.shape[2] == 4 and np.array_equal(rgba[..., 3], alpha)
     # pix2pix noise is keyed by --seed and the file's path, on any actor: another seed changes more
     # than running on the cluster does (the barely trained generator's noise moves values by one level)
     assert invoke("run", inp, tmp_path / "s4", "--model", models["pix2pix"], "--seed", "4", "--ray")[0] == 0
@@ -260,6 +270,50 @@ def test_refusals_and_option_errors(models, ray_session, tmp_path):
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
+@needs_ray
+def test_each_machine_is_asked_whether_it_sees_input_and_output(ray_session, tmp_path):
+    """(On one machine the check is skipped; here it is forced, with an input no worker can see.)"""
+    from translate.errors import TranslateError
+    from translate.ray_run import check_paths
+    from translate.runtime import Job
+
+    write_image(tmp_path / "in" / "a.png")
+    seen = [Job(tmp_path / "in" / "a.png", tmp_path / "out" / "a.png", "a.png")]
+    check_paths(ray_session, seen, tmp_path / "out", min_nodes=1)
+    assert (tmp_path / "out").is_dir()
+    unseen = [Job(tmp_path / "elsewhere" / "b.png", tmp_path / "out" / "b.png", "b.png")]
+    with pytest.raises(TranslateError, match="cannot see .*elsewhere.*shared filesystem"):
+        check_paths(ray_session, unseen, tmp_path / "out", min_nodes=1)
+
+
+class _Unloadable:
+    """Mixed into the actor class: the model reaches the actor broken."""
+
+    def __init__(self, model, name, **kwargs):
+        super().__init__(b"not an onnx model", name, **kwargs)
+
+
+@needs_ray
+def test_an_actor_that_cannot_start_ends_the_job_with_one_line(models, ray_session, tmp_path, monkeypatch):
+    from ray import cloudpickle
+
+    from translate import ray_run
+
+    write_image(tmp_path / "in" / "a.png")
+    broken = type("UnloadableActor", (_Unloadable, ray_run.TranslateActor), {})
+    broken.__module__ = __name__
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setattr(ray_run, "TranslateActor", broken)
+    try:
+        start = time.monotonic()
+        code, text = invoke("run", tmp_path / "in", tmp_path / "out", "--model", models["cyclegan"], "--ray")
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    one_line_error(code, text, "is not a readable ONNX model")
+    assert time.monotonic() - start < 120
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
 def test_without_ray_installed_the_message_names_the_extra(tmp_path):
     write_image(tmp_path / "in" / "a.png")
     code = ("import sys\n"
@@ -270,7 +324,7 @@ def test_without_ray_installed_the_message_names_the_extra(tmp_path):
             "sys.meta_path.insert(0, Block())\n"
             "from translate.cli import main\nmain()\n")
     out = subprocess.run([sys.executable, "-c", code, "run", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
-                          str(tmp_path / "m.onnx"), "--ray"], capture_output=True, text=True, env=ENV, timeout=120)
+                          str(tmp_path / "m.onnx"), "--ray"], capture_output=True, text=True, env=env(), timeout=120)
     one_line_error(out.returncode, out.stderr, "pip install 'translate[ray]'")
 
 
@@ -295,11 +349,12 @@ def head_node():
            "--dashboard-agent-listen-port", str(_free_port())]
     log = open(Path(temp) / "head.log", "w")
     head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**ENV, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})  # Ray Data's helper actors
+                            env=env(RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"))  # Ray Data's helper actors
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
-        while not list(Path(temp).glob("session_*/logs/raylet.out")) or not (Path(temp) / "ray_current_cluster").exists():
+        up = Path(temp) / "ray_current_cluster"  # written once the head is up
+        while not (up.exists() and list(Path(temp).glob("session_*/logs/raylet.out"))):
             assert head.poll() is None and time.monotonic() < deadline, (Path(temp) / "head.log").read_text()
             time.sleep(0.2)
         yield address
@@ -343,7 +398,7 @@ def test_resume_after_an_interrupted_job_on_a_cluster_joined_by_address(models, 
     listing.write_text("\n".join(f"in/{n}" for n in [*names, "zz.png"]))
     out = tmp_path / "ray"
     args = ["run", listing, out, "--model", models["pix2pix"], "--seed", "5", "--batch-size", "2", "--ray", head_node]
-    job = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    job = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env())
     try:
         deadline = time.monotonic() + 120
         while not (out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir())):
@@ -367,7 +422,7 @@ def test_resume_after_an_interrupted_job_on_a_cluster_joined_by_address(models, 
         pass
     (inp / "zz.png").unlink()
     write_image(inp / "zz.png", size=(48, 40), seed=99)
-    again = subprocess.run(_cli(*args), capture_output=True, text=True, env=ENV, timeout=180)
+    again = subprocess.run(_cli(*args), capture_output=True, text=True, env=env(), timeout=180)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"translated {len(names) + 1 - len(done)} image(s)" in again.stdout
     assert f"{len(done)} already there" in again.stdout
@@ -384,7 +439,7 @@ def test_the_ray_benchmark_runs_and_leaves_no_cluster_behind(tmp_path):
     temp = tempfile.mkdtemp(prefix="rb", dir="/tmp")
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "ray_speed.py"), "--images", "4", "--size", "64",
                           "--repeats", "1", "--json", str(out)], capture_output=True, text=True, timeout=600,
-                         cwd=ROOT, env={**ENV, "RAY_TMPDIR": temp})
+                         cwd=ROOT, env=env(RAY_TMPDIR=temp))
     left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout.split()
     used = list(Path(temp).rglob("session_2*"))  # the cluster lived under RAY_TMPDIR: pgrep saw its processes
     shutil.rmtree(temp, ignore_errors=True)

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ConfigError, TranslateError
-from .runtime import (Job, RunSummary, Translator, decode, encode, split_alpha, translate_or_split,
-                      unreadable)
+from .runtime import Job, RunSummary, Translator, decode, encode, split_alpha, translate_or_split, unreadable
 
 log = logging.getLogger("translate.run")
 
@@ -47,7 +46,7 @@ def import_ray():
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting home unless the user asks
     try:
         import ray
-        import ray.data  # noqa: F401 - the extra is ray[data]: pandas, pyarrow
+        import ray.data  # the extra is ray[data]: pandas, pyarrow
     except ImportError as exc:
         raise RayJobError(f"--ray needs Ray Data, which is not installed here ({exc.name or exc}): {EXTRA}") \
             from None
@@ -115,7 +114,9 @@ def connect(address: str = "auto") -> Cluster:
     if ray.is_initialized():
         owned = False
     else:
-        quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+        # the workers' own output (tracebacks of a failed actor, Ray's retry notes) stays in the
+        # cluster's logs unless --debug: a failure reaches the user as one line from here
+        quiet = {"logging_level": logging.WARNING, "log_to_driver": log.isEnabledFor(logging.DEBUG)}
         try:
             if address == "local":
                 raise ConnectionError
@@ -141,9 +142,10 @@ def connect(address: str = "auto") -> Cluster:
                    nodes=len(nodes), cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)))
 
 
-def check_paths(ray, jobs: Sequence[Job], out: Path) -> None:
-    """On a cluster of several machines, ask each one whether it sees an input and can write under
-    OUT: a cluster without a shared filesystem fails here with one line, not once per image."""
+def check_paths(ray, jobs: Sequence[Job], out: Path, min_nodes: int = 2) -> None:
+    """On a cluster of several machines (``min_nodes`` or more), ask each one whether it sees an
+    input and can write under OUT: a cluster without a shared filesystem fails here with one line,
+    not once per image."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0, max_retries=0)
@@ -161,7 +163,7 @@ def check_paths(ray, jobs: Sequence[Job], out: Path) -> None:
         return ""
 
     nodes = _alive_nodes(ray)
-    if len(nodes) < 2:
+    if len(nodes) < min_nodes:
         return
     refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
             .remote(str(jobs[0].src.resolve()), str(out.resolve())) for n in nodes]
@@ -205,13 +207,14 @@ def _objects(items: list) -> np.ndarray:
 
 
 def _model_file(data: bytes, name: str) -> Path:
-    """The model, written once per machine into its temp folder (TensorRT caches its engines beside
-    it), so no node needs the driver's filesystem to load it."""
-    digest = hashlib.sha256(data).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / "translate-ray-models" / f"{digest}-{Path(name).name}"
-    if not path.is_file() or path.stat().st_size != len(data):
-        from .fileio import atomic_path
+    """The model, written once per machine into its cache (``$TRANSLATE_CACHE`` or
+    ~/.cache/translate, under ray-models/; TensorRT caches its engines beside it), so no node
+    needs the driver's filesystem to load it."""
+    from .fileio import atomic_path, cache_dir
 
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    path = cache_dir() / "ray-models" / f"{digest}-{Path(name).name}"
+    if not path.is_file() or path.stat().st_size != len(data):
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
     return path
@@ -242,10 +245,18 @@ class TranslateActor:
         # a CPU actor runs onnxruntime on its share of its machine's cores, as the local run does on
         # all of them; decoding and writing tasks overlap with it there
         threads = None if on_gpu else max(1, int(_node_cpus(ray)) // max(1, actors_per_node))
-        self.translator = Translator(_model_file(data, name), provider=provider, threads=threads, seed=seed,
-                                     tile=tile, batch_size=batch_size)
+        self.error: TranslateError | None = None
+        try:
+            self.translator = Translator(_model_file(data, name), provider=provider, threads=threads, seed=seed,
+                                         tile=tile, batch_size=batch_size)
+        except TranslateError as exc:  # e.g. no CUDA libraries on this machine
+            # raised by the first batch instead: Ray Data then ends the job with this one line (an
+            # actor that fails to start has its traceback printed by Ray on the driver)
+            self.error = exc
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.error is not None:
+            raise self.error
         n = len(batch["src"])
         pixels, errors = list(batch["pixels"]), [str(e) for e in batch["error"]]
         c = np.array(batch["c"], dtype=np.int32)
@@ -324,7 +335,6 @@ def _run(ray, cluster: Cluster, todo: list[Job], summary: RunSummary, model: Pat
          gpus_per_actor: float | None, batch_size: int, resize: int | None, provider: str, tile: int,
          seed: int | None, overwrite: bool, workers: int | None, progress: bool) -> None:
     from ray.data import DataContext
-
     from tqdm.auto import tqdm
 
     gpus = gpus_per_actor if gpus_per_actor is not None else (1.0 if cluster.gpus > 0 else 0.0)
@@ -349,10 +359,9 @@ def _run(ray, cluster: Cluster, todo: list[Job], summary: RunSummary, model: Pat
     ctx.enable_progress_bars = False  # the bar below counts written images
     ctx.print_on_execution_start = False
     if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        notes = logging.getLogger("ray.data._internal.progress")  # (filters act where a record is made)
-        if not any(isinstance(f, _NoProgressNote) for f in notes.filters):
-            notes.addFilter(_NoProgressNote())
+        # Ray Data's own lines (kept in its log file, ray-data.log) would tear the progress bar, and
+        # an error among them is reported as one line by _one_line
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
     rows = [{"src": str(j.src), "dst": str(j.dst), "key": j.key} for j in todo]
     # Blocks of one or two batches (fewer images when there are few, so that every CPU decodes):
@@ -401,16 +410,11 @@ def _run(ray, cluster: Cluster, todo: list[Job], summary: RunSummary, model: Pat
     summary.failed.sort(key=lambda f: str(f[0]))
 
 
-class _NoProgressNote(logging.Filter):
-    """Ray Data's note that its progress bars are off: ours is on."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Progress bars disabled")
-
-
 def _one_line(exc: BaseException) -> TranslateError:
     """A failure inside the cluster (an actor that cannot load the model, ...) as one line: the
-    TranslateError it carries, else its last line."""
+    TranslateError it carries. An exception crosses from a worker as its traceback's text (its
+    cause is not pickled with it), so the text is searched too: the last ``translate.*Error: ...``
+    line, else the last ``SomeError: ...`` line, else the last line."""
     seen = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -419,6 +423,12 @@ def _one_line(exc: BaseException) -> TranslateError:
             return e
         cause = getattr(e, "cause", None)
         e = cause if isinstance(cause, BaseException) else (e.__cause__ or e.__context__)
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-    return RayJobError(f"the Ray job failed: {lines[-1][:300] if lines else type(exc).__name__} "
-                       f"(--debug shows more; the workers' logs are in /tmp/ray/session_latest/logs)")
+    text = str(exc)
+    ours = re.findall(r"^\s*translate\.[\w.]*?(\w+Error): (.+)$", text, re.M)
+    if ours:
+        return RayJobError(ours[-1][1].strip())
+    errors = re.findall(r"^\s*([\w.]+(?:Error|Exception)): (.+)$", text, re.M)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    what = f"{errors[-1][0]}: {errors[-1][1]}" if errors else lines[-1] if lines else type(exc).__name__
+    return RayJobError(f"the Ray job failed: {what.strip()[:300]} (--debug shows more; the workers' logs are in "
+                       f"/tmp/ray/session_latest/logs)")
