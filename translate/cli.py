@@ -334,25 +334,37 @@ def export(ctx: click.Context, source: Path, generator: str | None, out: Path | 
               help="keep: translate at the image's own size; N: scale so the shorter side is N px first.")
 @click.option("--provider", type=click.Choice(["auto", "cuda", "tensorrt", "cpu"]), default="auto",
               show_default=True, help="auto prefers TensorRT, then CUDA, then the CPU.")
-@click.option("--workers", type=int, default=None, help="Threads decoding and writing images. [cores, 2 to 8]")
+@click.option("--workers", type=int, default=None,
+              help="Threads decoding and writing images [cores, 2 to 8]; with --ray, decode and write tasks at once "
+                   "across the cluster [as its free CPUs allow].")
 @click.option("--tile", type=int, default=1024, show_default=True,
               help="Images with more pixels than N x N go through in overlapping tiles (0: never).")
 @click.option("--seed", type=int, default=None, help="Repeatable noise for pix2pix-style models. [fresh noise]")
 @click.option("--overwrite", is_flag=True, help="Translate again where an output exists. [skip it: resumable]")
 @click.option("--format", "fmt", type=click.Choice(["same", "png", "jpg"]), default="same", show_default=True,
               help="Output format.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto", metavar="[auto|local|ADDRESS]",
+              help="Run on a Ray cluster (pip install 'translate[ray]'): auto joins the running one (RAY_ADDRESS, "
+                   "ray start) or starts one here, local always starts one here, ADDRESS (HOST:PORT) joins that "
+                   "one. Give it after INPUT OUT.")
+@click.option("--actors", default=None, metavar="N|MIN:MAX",
+              help="With --ray: model actors, a fixed pool or an autoscaling one. [one per GPU, else per machine]")
+@click.option("--gpus-per-actor", type=float, default=None, metavar="F",
+              help="With --ray: GPUs per actor (0.5: two actors share a GPU). [1 if the cluster has GPUs, else 0]")
 @click.pass_context
 def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, checkpoint: Path | None,
         generator: str | None, batch_size: int, resize: str, provider: str, workers: int | None, tile: int,
-        seed: int | None, overwrite: bool, fmt: str) -> None:
+        seed: int | None, overwrite: bool, fmt: str, ray_address: str | None, actors: str | None,
+        gpus_per_actor: float | None) -> None:
     """Translate images with an exported model: INPUT (a folder, one image, or a text file of paths)
-    -> OUT (a folder mirroring INPUT's structure).
+    -> OUT (a folder mirroring INPUT's structure). With --ray, on a Ray cluster (docs/scaling.md).
 
     \b
     Examples:
       translate run photos/ zebras/                          # newest model in export/
       translate run photos/ out/ --model export/h2z.onnx --batch-size 8 --format jpg
       translate run list.txt out/ --checkpoint checkpoints/facades-pix2pix --seed 0
+      translate run /shared/photos /shared/zebras --model export/h2z.onnx --ray --actors 8
     """
     from .errors import ConfigError
     from .runtime import Translator, newest_model, plan_jobs, run_jobs
@@ -365,20 +377,36 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
         raise ConfigError(f"--resize takes 'keep' or a size in pixels (8 or more), not {resize!r}")
     if model is not None and checkpoint is not None:
         raise ConfigError("--model and --checkpoint both name the model; give one")
+    if ray_address is None and (actors is not None or gpus_per_actor is not None):
+        raise ConfigError("--actors and --gpus-per-actor go with --ray (a Ray cluster); add --ray or drop them")
+    if ray_address is not None:
+        from . import ray_run
+
+        ray_run.check_options(ray_address, actors, gpus_per_actor, provider)  # before any work
     jobs = plan_jobs(input_path, out, fmt)  # bad paths fail before a model is loaded
     _check_writable(jobs[0].dst.parent if len(jobs) == 1 else out)
     if checkpoint is not None:
-        model = _export_for_run(checkpoint, generator, provider, ctx.obj["quiet"])
+        target = provider  # where the model will run: fp16 is exported for GPUs
+        if ray_address is not None and provider == "auto" and gpus_per_actor is not None:
+            target = "cuda" if gpus_per_actor > 0 else "cpu"  # the actors', not this machine's
+        model = _export_for_run(checkpoint, generator, target, ctx.obj["quiet"])
     elif model is None:
         model = newest_model("export")
         if model is None:
             raise ConfigError("no --model given and export/ holds no .onnx file; export one with 'translate export "
                               "checkpoints/<run>', or pass --model FILE.onnx or --checkpoint RUN_DIR")
         log.info("using %s (the newest model in export/)", model)
-    translator = Translator(model, provider=provider, seed=seed, tile=tile, batch_size=batch_size)
-    log.info("model %s on %s | %d image(s) -> %s", model, translator.provider, len(jobs), out)
-    summary = run_jobs(translator, jobs, workers=workers, overwrite=overwrite,
-                       resize=None if resize == "keep" else int(resize), progress=not ctx.obj["quiet"])
+    if ray_address is not None:
+        log.info("model %s | %d image(s) -> %s", model, len(jobs), out)
+        summary = ray_run.run_on_ray(jobs, model, address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
+                                     batch_size=batch_size, resize=None if resize == "keep" else int(resize),
+                                     provider=provider, tile=tile, seed=seed, overwrite=overwrite, workers=workers,
+                                     progress=not ctx.obj["quiet"])
+    else:
+        translator = Translator(model, provider=provider, seed=seed, tile=tile, batch_size=batch_size)
+        log.info("model %s on %s | %d image(s) -> %s", model, translator.provider, len(jobs), out)
+        summary = run_jobs(translator, jobs, workers=workers, overwrite=overwrite,
+                           resize=None if resize == "keep" else int(resize), progress=not ctx.obj["quiet"])
     for src, reason in summary.failed:
         click.echo(f"failed: {src}: {reason}", err=True)
     rate = summary.done / summary.seconds if summary.seconds else 0.0
