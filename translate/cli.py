@@ -367,7 +367,7 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
       translate run /shared/photos /shared/zebras --model export/h2z.onnx --ray --actors 8
     """
     from .errors import ConfigError
-    from .runtime import Translator, newest_model, plan_jobs, run_jobs
+    from .runtime import Translator, plan_jobs, run_jobs
 
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
@@ -385,17 +385,10 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
         ray_run.check_options(ray_address, actors, gpus_per_actor, provider)  # before any work
     jobs = plan_jobs(input_path, out, fmt)  # bad paths fail before a model is loaded
     _check_writable(jobs[0].dst.parent if len(jobs) == 1 else out)
-    if checkpoint is not None:
-        target = provider  # where the model will run: fp16 is exported for GPUs
-        if ray_address is not None and provider == "auto" and gpus_per_actor is not None:
-            target = "cuda" if gpus_per_actor > 0 else "cpu"  # the actors', not this machine's
-        model = _export_for_run(checkpoint, generator, target, ctx.obj["quiet"])
-    elif model is None:
-        model = newest_model("export")
-        if model is None:
-            raise ConfigError("no --model given and export/ holds no .onnx file; export one with 'translate export "
-                              "checkpoints/<run>', or pass --model FILE.onnx or --checkpoint RUN_DIR")
-        log.info("using %s (the newest model in export/)", model)
+    target = provider  # where the model will run: fp16 is exported for GPUs
+    if ray_address is not None and provider == "auto" and gpus_per_actor is not None:
+        target = "cuda" if gpus_per_actor > 0 else "cpu"  # the actors', not this machine's
+    model = _model_or_newest(model, checkpoint, generator, target, ctx.obj["quiet"], given="--model FILE.onnx")
     if ray_address is not None:
         log.info("model %s | %d image(s) -> %s", model, len(jobs), out)
         summary = ray_run.run_on_ray(jobs, model, address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
@@ -454,21 +447,21 @@ def _export_for_run(source: Path, generator: str | None, provider: str, quiet: b
 
 # --- translate serve / web --------------------------------------------------------------------------
 def _model_or_newest(model: Path | None, checkpoint: Path | None, generator: str | None, provider: str,
-                     quiet: bool) -> Path:
-    """MODEL.onnx, or a run's generator exported on the fly (--checkpoint), or the newest model in
-    export/ (as `translate run` picks it)."""
+                     quiet: bool, given: str = "MODEL.onnx") -> Path:
+    """The model ``given`` (how the command names it), or a run's generator exported on the fly
+    (--checkpoint), or the newest model in export/; the same choice for `translate run` and `serve`."""
     from .errors import ConfigError
     from .runtime import newest_model
 
     if model is not None and checkpoint is not None:
-        raise ConfigError("MODEL.onnx and --checkpoint both name the model; give one")
+        raise ConfigError(f"{given.split()[0]} and --checkpoint both name the model; give one")
     if checkpoint is not None:
         return _export_for_run(checkpoint, generator, provider, quiet)
     if model is None:
         model = newest_model("export")
         if model is None:
-            raise ConfigError("no MODEL.onnx given and export/ holds no .onnx file; export one with 'translate export "
-                              "checkpoints/<run>', or give MODEL.onnx or --checkpoint RUN_DIR")
+            raise ConfigError(f"no {given.split()[0]} given and export/ holds no .onnx file; export one with "
+                              f"'translate export checkpoints/<run>', or give {given} or --checkpoint RUN_DIR")
         log.info("using %s (the newest model in export/)", model)
     return model
 
