@@ -34,6 +34,7 @@ class NetworkConfig:
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
     upsample: str = "transpose"  # transpose | resize (bilinear + conv, no checkerboard)
+    antialias: bool = False  # ResNet generator: blur-pool downsampling and blur upsampling (CUT's; not CycleGAN's)
     dropout: float = 0.0  # NoiseDropout probability in the generator
     gan_loss: str = "lsgan"
     pool_size: int = 50  # replay buffer of past fakes per discriminator; 0 disables
@@ -323,6 +324,11 @@ def check_network(t: TrainConfig, m: NetworkConfig) -> None:
     need(m.generator in ("resnet_9blocks", "resnet_6blocks", "unet"),
          f"unknown generator {m.generator!r}; choose resnet_9blocks, resnet_6blocks or unet")
     need(m.discriminator in ("patch", "pixel"), f"unknown discriminator {m.discriminator!r}; choose patch or pixel")
+    if m.antialias:
+        need(m.generator.startswith("resnet_"), f"antialias is an option of the ResNet generators, not {m.generator}; "
+                                                 f"drop it or choose generator=resnet_9blocks")
+        need(m.upsample == "transpose", "antialias brings its own upsampling (blur, then convolution); "
+                                        "drop upsample=resize")
     if m.generator == "unet":
         need(t.size >= 32 and t.size & (t.size - 1) == 0,
              f"the U-Net generator needs a power-of-two --size of at least 32, got {t.size}")

@@ -58,7 +58,7 @@ def build_generator(cfg: Any, size: int, in_channels: int, out_channels: int) ->
     if cfg.generator.startswith("resnet_"):
         n_blocks = int(cfg.generator.removeprefix("resnet_").removesuffix("blocks"))
         net = ResnetGenerator(in_channels, out_channels, ngf=cfg.ngf, n_blocks=n_blocks, norm=cfg.norm,
-                              dropout=cfg.dropout, upsample=cfg.upsample)
+                              dropout=cfg.dropout, upsample=cfg.upsample, antialias=cfg.antialias)
     else:
         net = UnetGenerator(in_channels, out_channels, depth=unet_depth_for(size), ngf=cfg.ngf, norm=cfg.norm,
                             dropout=cfg.dropout, upsample=cfg.upsample)

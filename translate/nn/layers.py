@@ -357,3 +357,29 @@ def upsample_layer(in_ch: int, out_ch: int, *, kind: str, kernel_size: int, bias
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+# --- anti-aliased resampling (Zhang 2019, "Making convolutional networks shift-invariant again") ----
+class BlurDownsample(nn.Module):
+    """Blur, then subsample by 2: a fixed [1, 2, 1] x [1, 2, 1] / 16 low-pass filter per channel
+    (a depthwise convolution) on the reflection-padded input, stride 2. It replaces a strided
+    convolution's subsampling, which aliases: CUT's generator downsamples with a stride-1
+    convolution followed by this. The filter is a constant, not a parameter, and not saved."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        a = torch.tensor([1.0, 2.0, 1.0])
+        kernel = a[:, None] * a[None, :]
+        self.register_buffer("kernel", (kernel / kernel.sum()).expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel.to(x.dtype), stride=2,
+                        groups=x.shape[1])
+
+
+def blur_upsample() -> nn.Module:
+    """Upsample by 2 with the [1, 3, 3, 1] transposed blur of anti-aliased networks (edges
+    replicated), which is exactly bilinear interpolation with ``align_corners=False``: each new
+    pixel is 3/4 of its nearest input pixel and 1/4 of the next (tested against the transposed
+    blur). Computed as the interpolation, which is faster and exports as one ONNX Resize."""
+    return nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
