@@ -77,6 +77,7 @@ class Trainer:
             for pool in self.model.pools.values():
                 pool.generator.manual_seed(distributed.rank_seed(pool.generator.initial_seed(), self.world.rank))
         self.guard = NanGuard(t.on_nan)
+        self.g_nets = self.model.generator_side()  # what the generator phase trains (models/base.py)
         self._build_optimisers()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, grad_limit=t.grad_limit)
@@ -92,11 +93,11 @@ class Trainer:
             self._compile()
 
     def _build_optimisers(self) -> None:
-        t, gens, discs = self.t, self.model.generators, self.model.discriminators
+        t, discs = self.t, self.model.discriminators
         fused = self.device.type == "cuda" or None
         self.lr_factor = lr_factor(t.lr_scaling, self.world.size)
-        self.opt_G = torch.optim.Adam(gens.parameters(), lr=t.lr * self.lr_factor, betas=(t.beta1, t.beta2),
-                                      fused=fused)
+        self.opt_G = torch.optim.Adam([p for net in self.g_nets.values() for p in net.parameters()],
+                                      lr=t.lr * self.lr_factor, betas=(t.beta1, t.beta2), fused=fused)
         lr_d = (t.lr_d or t.lr) * self.lr_factor
         if t.d_optimizer == "sgd":
             self.opt_D = torch.optim.SGD(discs.parameters(), lr=lr_d, momentum=0.9)
@@ -194,7 +195,7 @@ class Trainer:
             model.after_discriminator_step()
         model.discriminators.requires_grad_(False)
         try:
-            g_logs, self.fakes = self._phase(self.opt_G, model.generators, logs,
+            g_logs, self.fakes = self._phase(self.opt_G, self.g_nets, logs,
                                              lambda backward: model.generator_loss(batch, backward),
                                              frozen=frozen == "G")
         finally:

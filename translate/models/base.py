@@ -28,8 +28,9 @@ Besides the losses, a family declares what the commands need to know about it (c
 and hooks with defaults, below), so that no code outside ``models/`` asks for a family by name:
 its ``family`` name and ``config_class``, the ``data`` its batches hold, whether it is
 ``generative`` (noise, and labels when ``conditional``, in) and which ``translations`` it offers
-otherwise, its ``train_defaults`` and ``recipes``, ``check_config``, whether its discriminator
-``needs_double_backward``, ``refresh_norm_stats`` for averaged generators and
+otherwise, its ``train_defaults`` and ``recipes``, the data ``layouts`` it accepts, ``check_config``,
+whether its discriminator ``needs_double_backward``, ``generator_side`` (what the generator step
+trains besides the generators), ``refresh_norm_stats`` for averaged generators and
 ``prepare_sample_batch``. A new family is one file: a subclass registered with
 :func:`translate.models.register`.
 """
@@ -133,6 +134,14 @@ class GANModel(nn.Module):
         """The discriminator loss back-propagates through a gradient (WGAN-GP's penalty): no
         compiled graph, and no synchronised batch norm, for the discriminators."""
         return self.adv.kind == "wgan-gp"
+
+    def generator_side(self) -> dict[str, nn.Module]:
+        """The networks the generator phase trains, by name: the generators, and any network that
+        learns with them without being one (CUT's projection heads). One optimiser (with the
+        generators' learning rate and schedule) holds all their parameters; each gets its gradient
+        norm logged and its gradients averaged across processes. Export, EMA and the sample grids
+        see ``generators`` only; a network registered on the model is checkpointed either way."""
+        return dict(self.generators)
 
     def refresh_norm_stats(self, net: nn.Module, seed: int) -> None:
         """Re-estimate an averaged (EMA) generator copy's normalisation statistics; ``seed`` is the
