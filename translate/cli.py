@@ -181,6 +181,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
               help="Score a fixed validation subset every N steps; the best checkpoint goes to RUN/best/. [off]")
 @click.option("--eval-metric", type=click.Choice(EVAL_METRICS),
               default=None, help="What --eval-every keeps the best checkpoint by. [fid]")
+@click.option("--max-minutes", type=float, default=None, metavar="M",
+              help="Stop (with a checkpoint) after M minutes of training; --eval-every's scoring is not counted. "
+                   "[no limit]")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
               help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
@@ -268,7 +271,8 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
         if summary["interrupted"]:
             sys.exit(130)
         return
-    status = "interrupted" if summary["interrupted"] else "done"
+    status = "interrupted" if summary["interrupted"] else (
+        f"time budget reached (--max-minutes {cfg.train.max_minutes:g})" if summary.get("out_of_time") else "done")
     click.echo(f"{status}: step {summary['step']} of {summary['total_steps']} | run {target} | "
                f"samples {target / 'samples'} | loss curves {target / 'loss_curves.png'}", err=quiet)
     if summary["interrupted"]:

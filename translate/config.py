@@ -160,6 +160,7 @@ class TrainConfig:
     eval_every: int = 0  # score a fixed validation subset every N steps and keep the best checkpoint; 0: off
     eval_metric: str = "fid"  # what "best" means: fid | kid | l1 | psnr | ssim | class_accuracy
     eval_count: int = 50  # validation images (or samples) scored by --eval-every
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes of training (scoring not counted)
 
 
 @dataclass
@@ -297,6 +298,7 @@ def check_train(t: TrainConfig) -> None:
     need(t.holdout >= 0 and t.eval_every >= 0, "--holdout and --eval-every must be 0 or more")
     need(t.eval_count >= 2, "eval_count must be at least 2 (FID and KID need two images)")
     need(t.checkpoint_minutes >= 0, "checkpoint_minutes must be 0 (off) or more")
+    need(t.max_minutes >= 0, "--max-minutes must be 0 (no limit) or more")
     need(t.on_nan in ON_NAN, f"--on-nan must be one of {', '.join(ON_NAN)}, not {t.on_nan!r}")
     need(t.log in (None, "tensorboard"), f"--log takes tensorboard (or nothing), not {t.log!r}")
     need(t.eval_metric in EVAL_METRICS, f"unknown eval_metric {t.eval_metric!r}; choose one of "

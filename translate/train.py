@@ -152,7 +152,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
                       "checkpoint_every", "checkpoint_minutes", "keep_last", "eval_every", "eval_metric", "eval_count",
-                      "compile", "channels_last", "on_nan", "log")
+                      "compile", "channels_last", "on_nan", "log", "max_minutes")
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False,
