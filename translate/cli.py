@@ -143,7 +143,8 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
 @click.option("--recipe", type=_Registered(_recipes), default=None,
-              help="A set of stabilisers under your own options (docs/stabilisers.md).")
+              help="A set of options under your own: stable (docs/stabilisers.md), hd (pix2pix: pix2pixHD's "
+                   "multi-scale discriminators and feature matching).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,

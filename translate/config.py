@@ -65,6 +65,8 @@ class Pix2PixConfig(NetworkConfig):
     pool_size: int = 0
     lambda_l1: float = 100.0
     direction: str = "AtoB"  # AtoB | BtoA
+    num_D: int = 1  # pix2pixHD: PatchGANs at 1, 1/2, 1/4 ... scale (average-pooled inputs), losses summed
+    lambda_feat: float = 0.0  # pix2pixHD: L1 between D's activations on real and fake pairs, for G (it uses 10)
 
 
 @dataclass
