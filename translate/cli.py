@@ -137,7 +137,8 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @cli.command()
 @click.option("--model", type=_Registered(_families), default=None,
               help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data, "
-                   "dcgan for array files. dcgan / cgan generate images from noise (and a class).")
+                   "dcgan for array files. cut / fastcut translate unpaired folders one way with one generator; "
+                   "dcgan / cgan generate images from noise (and a class).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images; for dcgan/cgan "
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
@@ -158,7 +159,8 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--lr", type=float, default=None, help="Learning rate of both optimisers. [2e-4]")
 @click.option("--gan-loss", type=click.Choice(["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]),
               default=None, help="Adversarial loss. [cyclegan: lsgan, pix2pix: nonsaturating]")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None, help="pix2pix direction. [AtoB]")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
+              help="What pix2pix and cut / fastcut translate into what. [AtoB]")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N. [auto: CUDA when present]")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
               help="Mixed precision. [auto: bf16 on CUDA where supported, else fp16; off on the CPU]")
@@ -197,7 +199,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.pass_context
 def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
           set_values: tuple[str, ...], root: Path | None, mirror: str | None, **options: Any) -> None:
-    """Train a translator (CycleGAN, pix2pix) or an image generator (DCGAN, class-conditional GAN).
+    """Train a translator (CycleGAN, pix2pix, CUT) or an image generator (DCGAN, class-conditional GAN).
 
     \b
     Examples:
@@ -208,6 +210,7 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
       translate train --pair facades --size 128 --steps 5000
       translate train --data facades/ --holdout 40 --eval-every 500 --eval-metric l1
       translate train --data datasets/horse2zebra       # trainA/ trainB/ -> CycleGAN
+      translate train --pair horse2zebra --model cut    # CUT, with its own recipe for the set
       translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
       translate train --resume checkpoints/facades-pix2pix --steps 20000
     """
@@ -288,7 +291,7 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--generator", default=None, metavar="NAME",
-              help="Which generator: G (pix2pix), G_AB or G_BA (CycleGAN). [the first: G or G_AB]")
+              help="Which generator: G (pix2pix, cut), G_AB or G_BA (CycleGAN). [the first: G or G_AB]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output file. [export/<run>[-<generator>][-fp16|-int8].onnx]")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
@@ -624,7 +627,7 @@ def sample(source: Path | None, model: Path | None, n: int, class_: str | None, 
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
               help="val: the images the run held out (--holdout) or a val/ folder; test: test/ or testA/ + testB/.")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
-              help="Only this direction. [pix2pix: the run's; CycleGAN: both]")
+              help="Only this direction. [pix2pix, cut: the run's; CycleGAN: both]")
 @click.option("--n", "limit", type=click.IntRange(min=2), default=None, metavar="N",
               help="Score only N images (the first N of a translation split; N spread over the held-out "
                    "images of a dcgan / cgan). [all]")

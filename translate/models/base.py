@@ -100,6 +100,7 @@ class GANModel(nn.Module):
     generative: ClassVar[bool] = False  # noise (and labels) in, images out; otherwise it translates images
     conditional: ClassVar[bool] = False  # class labels in (a generative family)
     default_for: ClassVar[tuple[str, ...]] = ()  # data layouts it trains when --model is not given
+    layouts: ClassVar[tuple[str, ...]] = ()  # the data layouts it trains on at all; empty: any its data kind reads
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig defaults of its own (under recipes and options)
     recipes: ClassVar[dict[str, dict[str, Any]]] = {}  # --recipe NAME -> options under the user's own
 
