@@ -114,6 +114,15 @@ def test_blur_resampling_is_the_anti_aliased_filters():
     want = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k, stride=2, groups=3)
     assert torch.allclose(BlurDownsample(3)(x), want, atol=1e-6)
     assert "kernel" not in BlurDownsample(3).state_dict()  # a constant, not a weight
+    # the strided-add computation (training) has the depthwise convolution's gradient too
+    xd = torch.randn(2, 3, 8, 6, dtype=torch.float64, requires_grad=True)
+    kd = k.double()
+    g = torch.randn(2, 3, 4, 3, dtype=torch.float64)
+    fast, = torch.autograd.grad(BlurDownsample(3)(xd), xd, g)
+    conv, = torch.autograd.grad(F.conv2d(F.pad(xd, (1, 1, 1, 1), mode="reflect"), kd, stride=2, groups=3), xd, g)
+    assert torch.allclose(fast, conv, atol=1e-12)
+    odd = torch.randn(1, 3, 7, 9)  # odd sides: the convolution itself
+    assert BlurDownsample(3)(odd).shape == (1, 3, 4, 5)
     # upsampling: the [1, 3, 3, 1] transposed blur (x4 gain), edges replicated, cropped to 2x
     b = torch.tensor([1.0, 3.0, 3.0, 1.0])
     ku = (b[:, None] * b[None, :] / 64 * 4).expand(3, 1, 4, 4)
