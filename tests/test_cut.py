@@ -284,10 +284,9 @@ def test_cut_export_run_eval_report(tmp_path, monkeypatch):
 
 def test_cut_refuses_paired_data_in_one_line(tmp_path, aligned_dir, paired_dir):
     one_line_error(*invoke("train", "--model", "cut", "--data", aligned_dir, "--run-dir", tmp_path / "r"),
-                   "cut learns from unpaired images (trainA/ + trainB/ folders)", "side-by-side AB pairs",
-                   "--model pix2pix")
+                   "cut trains on unpaired trainA/ + trainB/ folders", "side-by-side AB pairs", "--model pix2pix")
     one_line_error(*invoke("train", "--model", "fastcut", "--data", paired_dir, "--run-dir", tmp_path / "r"),
-                   "fastcut learns from unpaired images", "A/ + B/")
+                   "fastcut trains on unpaired", "A/ + B/")
     # a named paired set: refused before anything is downloaded, pointing at its unpaired copy
     one_line_error(*invoke("train", "--model", "cut", "--pair", "facades", "--root", tmp_path / "nothing"),
                    "facades is a paired data set", "--pair facades_unpaired")

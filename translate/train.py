@@ -97,7 +97,7 @@ def _apply_recipe(merged: dict[str, Any], fam) -> None:
         merged.setdefault(k, v)
 
 
-LAYOUTS = {"unpaired": "trainA/ + trainB/ folders", "paired": "A/ + B/ folders of pairs",
+LAYOUTS = {"unpaired": "unpaired trainA/ + trainB/ folders", "paired": "A/ + B/ folders of pairs",
            "aligned": "side-by-side AB pairs", "synthetic": "the embedded scenes"}
 PAIR_LAYOUT = {"unpaired": "unpaired", "paired": "aligned"}  # a named data set's kind -> its folders' layout
 
@@ -115,9 +115,12 @@ def _check_layout(fam, ds, layout) -> None:
 
         unpaired = f"{ds.name}_unpaired"
         alternative = f"; its unpaired copy is --pair {unpaired}" if unpaired in pairs.DATASETS else ""
+    from .models import default_family
+
     wants = " or ".join(LAYOUTS[k] for k in fam.layouts if k != "synthetic")
-    raise ConfigError(f"{fam.family} learns from unpaired images ({wants}) and {what}{alternative}; train pix2pix "
-                      f"on pairs (--model pix2pix), or put the two domains in trainA/ and trainB/")
+    other = default_family(kind)  # the family that trains this layout by default
+    raise ConfigError(f"{fam.family} trains on {wants}, and {what}{alternative}; train {other} on them "
+                      f"(--model {other}), or arrange the images as {wants}")
 
 
 def _pair_recipe(merged: dict[str, Any]):
