@@ -69,9 +69,15 @@ def build(ref: str, mode: str, size: int, batch: int, device: str, data: str | N
         gpu = "0" if device == "cuda" else "-1"
         cmd = (f"--dataroot {data or work} --name bench --checkpoints_dir {work} --gpu_ids {gpu} --CUT_mode {mode} "
                f"--crop_size {size} --load_size {round(size * 286 / 256)} --batch_size {batch} --num_threads 0")
-        with contextlib.redirect_stdout(sys.stderr):  # it prints its options
-            opt = TrainOptions(cmd_line=cmd).parse()
-            model = create_model(opt)
+        # its CUT_mode presets read sys.argv (modify_commandline_options parses it, not cmd_line): make
+        # it the command line its train.py would have, or FastCUT would get CUT's defaults
+        argv, sys.argv = sys.argv, ["train.py", *cmd.split()]
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # it prints its options
+                opt = TrainOptions(cmd_line=cmd).parse()
+                model = create_model(opt)
+        finally:
+            sys.argv = argv
         if data:
             from data import create_dataset
 
@@ -114,7 +120,9 @@ def measure_reference(ref: str, mode: str, size: int, batch: int, iters: int, de
 
         result = measure(step, iters, torch.device(device))
     params = sum(p.numel() for p in model.netG.parameters())
-    return {"case": f"{mode.lower()}-reference", "mode": "fp32", "size": size, "batch": batch, "amp": "off",
+    preset = {k: getattr(opt, k) for k in ("CUT_mode", "nce_idt", "lambda_NCE", "flip_equivariance", "n_epochs",
+                                            "n_epochs_decay", "netF", "num_patches", "nce_layers")}
+    return {"case": f"{mode.lower()}-reference", "reference_options": preset, "mode": "fp32", "size": size, "batch": batch, "amp": "off",
             "amp_dtype": "float32", "channels_last": False, "compile": False, "loader": bool(data),
             "winograd": False, "generator_params": params, "reference": ref, **result}
 
