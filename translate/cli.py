@@ -137,13 +137,15 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @cli.command()
 @click.option("--model", type=_Registered(_families), default=None,
               help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data, "
-                   "dcgan for array files. dcgan / cgan generate images from noise (and a class).")
+                   "dcgan for array files. cut / fastcut translate unpaired folders one way with one generator; "
+                   "dcgan / cgan generate images from noise (and a class).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images; for dcgan/cgan "
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
 @click.option("--recipe", type=_Registered(_recipes), default=None,
-              help="A set of stabilisers under your own options (docs/stabilisers.md).")
+              help="A set of options under your own: stable (docs/stabilisers.md), hd (pix2pix: pix2pixHD's "
+                   "multi-scale discriminators and feature matching).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
@@ -157,7 +159,8 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--lr", type=float, default=None, help="Learning rate of both optimisers. [2e-4]")
 @click.option("--gan-loss", type=click.Choice(["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]),
               default=None, help="Adversarial loss. [cyclegan: lsgan, pix2pix: nonsaturating]")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None, help="pix2pix direction. [AtoB]")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
+              help="What pix2pix and cut / fastcut translate into what. [AtoB]")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N. [auto: CUDA when present]")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
               help="Mixed precision. [auto: bf16 on CUDA where supported, else fp16; off on the CPU]")
@@ -181,6 +184,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
               help="Score a fixed validation subset every N steps; the best checkpoint goes to RUN/best/. [off]")
 @click.option("--eval-metric", type=click.Choice(EVAL_METRICS),
               default=None, help="What --eval-every keeps the best checkpoint by. [fid]")
+@click.option("--max-minutes", type=float, default=None, metavar="M",
+              help="Stop (with a checkpoint) after M minutes of training; --eval-every's scoring is not counted. "
+                   "[no limit]")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
               help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
@@ -193,7 +199,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.pass_context
 def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
           set_values: tuple[str, ...], root: Path | None, mirror: str | None, **options: Any) -> None:
-    """Train a translator (CycleGAN, pix2pix) or an image generator (DCGAN, class-conditional GAN).
+    """Train a translator (CycleGAN, pix2pix, CUT) or an image generator (DCGAN, class-conditional GAN).
 
     \b
     Examples:
@@ -204,6 +210,7 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
       translate train --pair facades --size 128 --steps 5000
       translate train --data facades/ --holdout 40 --eval-every 500 --eval-metric l1
       translate train --data datasets/horse2zebra       # trainA/ trainB/ -> CycleGAN
+      translate train --pair horse2zebra --model cut    # CUT, with its own recipe for the set
       translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
       translate train --resume checkpoints/facades-pix2pix --steps 20000
     """
@@ -268,7 +275,8 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
         if summary["interrupted"]:
             sys.exit(130)
         return
-    status = "interrupted" if summary["interrupted"] else "done"
+    status = "interrupted" if summary["interrupted"] else (
+        f"time budget reached (--max-minutes {cfg.train.max_minutes:g})" if summary.get("out_of_time") else "done")
     click.echo(f"{status}: step {summary['step']} of {summary['total_steps']} | run {target} | "
                f"samples {target / 'samples'} | loss curves {target / 'loss_curves.png'}", err=quiet)
     if summary["interrupted"]:
@@ -283,7 +291,7 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--generator", default=None, metavar="NAME",
-              help="Which generator: G (pix2pix), G_AB or G_BA (CycleGAN). [the first: G or G_AB]")
+              help="Which generator: G (pix2pix, cut), G_AB or G_BA (CycleGAN). [the first: G or G_AB]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output file. [export/<run>[-<generator>][-fp16|-int8].onnx]")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
@@ -640,7 +648,7 @@ def sample(source: Path | None, model: Path | None, n: int, class_: str | None, 
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
               help="val: the images the run held out (--holdout) or a val/ folder; test: test/ or testA/ + testB/.")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
-              help="Only this direction. [pix2pix: the run's; CycleGAN: both]")
+              help="Only this direction. [pix2pix, cut: the run's; CycleGAN: both]")
 @click.option("--n", "limit", type=click.IntRange(min=2), default=None, metavar="N",
               help="Score only N images (the first N of a translation split; N spread over the held-out "
                    "images of a dcgan / cgan). [all]")
