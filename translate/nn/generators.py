@@ -6,11 +6,12 @@ layer for layer, so parameter counts and receptive fields match published models
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from .layers import NoiseDropout, conv_bias_for, get_norm_layer, upsample_layer
+from .layers import BlurDownsample, NoiseDropout, blur_upsample, conv_bias_for, get_norm_layer, upsample_layer
 from .winograd import WinogradConv2d
 
 
@@ -46,15 +47,26 @@ class ResnetGenerator(nn.Module):
         norm: ``instance`` (default), ``batch`` or ``none``.
         dropout: NoiseDropout probability inside the residual blocks (0 = none, CycleGAN default).
         upsample: ``transpose`` (reference) or ``resize`` (bilinear + conv).
+        antialias: anti-aliased resampling, as CUT's reference: each downsampling is a stride-1
+            convolution followed by a blur and a subsampling (:class:`BlurDownsample`), each
+            upsampling a blur upsampling followed by a stride-1 convolution (``upsample`` is then
+            not used). Off: the CycleGAN reference's strided and transposed convolutions.
 
     Input sides must be divisible by 4.
+
+    Feature taps (CUT's PatchNCE reads the encoder through them): ``taps`` names the activations
+    :meth:`encode` and :meth:`forward_taps` return: ``input`` (the reflection-padded image),
+    ``down1`` and ``down2`` (the outputs of the two downsampling convolutions, before their norm),
+    ``block1`` ... ``block<n_blocks>`` (the residual blocks' outputs); ``tap_channels`` gives
+    their channels.
     """
 
     size_multiple = 4
     min_side = 8  # the reflection padding at 1/4 resolution needs sides of at least 2 there
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, *, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", dropout: float = 0.0, upsample: str = "transpose") -> None:
+                 norm: str = "instance", dropout: float = 0.0, upsample: str = "transpose",
+                 antialias: bool = False) -> None:
         super().__init__()
         norm_layer = get_norm_layer(norm)
         bias = conv_bias_for(norm)
@@ -64,20 +76,59 @@ class ResnetGenerator(nn.Module):
             norm_layer(ngf),
             nn.ReLU(True),
         ]
+        taps = {"input": 0}  # tap name -> index in self.model of the layer whose output it is
+        channels = {"input": in_channels}
         ch = ngf
-        for _ in range(2):  # downsampling
-            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias), norm_layer(ch * 2), nn.ReLU(True)]
+        for i in range(2):  # downsampling
+            # antialias: the same convolution at stride 1, then blur-pool. Direct convolutions: on these
+            # large, narrow maps Winograd's tile transforms cost more than they save (2.5-4x slower here)
+            if antialias:
+                layers.append(nn.Conv2d(ch, ch * 2, 3, padding=1, bias=bias))
+            else:
+                layers.append(nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias))
+            taps[f"down{i + 1}"], channels[f"down{i + 1}"] = len(layers) - 1, ch * 2
+            # (an identity norm would hand the tapped tensor to an in-place ReLU)
+            layers += [norm_layer(ch * 2), nn.ReLU(norm != "none")]
+            if antialias:
+                layers.append(BlurDownsample(ch * 2))
             ch *= 2
-        layers += [ResnetBlock(ch, norm=norm, dropout=dropout) for _ in range(n_blocks)]
+        for i in range(n_blocks):
+            layers.append(ResnetBlock(ch, norm=norm, dropout=dropout))
+            taps[f"block{i + 1}"], channels[f"block{i + 1}"] = len(layers) - 1, ch
         for _ in range(2):  # upsampling
-            layers += upsample_layer(ch, ch // 2, kind=upsample, kernel_size=3, bias=bias, reflect=True)
+            if antialias:
+                layers += [blur_upsample(), nn.Conv2d(ch, ch // 2, 3, padding=1, bias=bias)]
+            else:
+                layers += upsample_layer(ch, ch // 2, kind=upsample, kernel_size=3, bias=bias, reflect=True)
             layers += [norm_layer(ch // 2), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.taps, self.tap_channels = taps, channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def encode(self, x: torch.Tensor, taps: Sequence[str]) -> list[torch.Tensor]:
+        """The activations at ``taps``, in that order; runs the network only as deep as the deepest."""
+        return self._tapped(x, taps, full=False)[1]
+
+    def forward_taps(self, x: torch.Tensor, taps: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output, and the activations at ``taps`` on the way (one pass)."""
+        return self._tapped(x, taps, full=True)
+
+    def _tapped(self, x: torch.Tensor, taps: Sequence[str], full: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        unknown = [t for t in taps if t not in self.taps]
+        if unknown:
+            raise ValueError(f"unknown feature tap(s) {', '.join(unknown)}; this generator has {', '.join(self.taps)}")
+        at = [self.taps[t] for t in taps]
+        stop = len(self.model) if full else max(at, default=-1) + 1
+        found: dict[int, torch.Tensor] = {}
+        for i in range(stop):
+            x = self.model[i](x)
+            if i in at:
+                found[i] = x
+        return x, [found[i] for i in at]
 
 
 def unet_depth_for(size: int) -> int:
