@@ -330,3 +330,48 @@ def test_variety_of_real_digits_is_near_one_and_of_a_collapsed_generator_near_ze
     nearly = np.clip(collapsed.astype(int) + np.random.default_rng(0).integers(-2, 3, collapsed.shape), 0, 255)
     assert class_scores(net, nearly.astype(np.uint8)[..., None], other_y, held[..., None], held_y,
                         classes)["class_variety"] < 0.2
+
+
+# --- recipes -------------------------------------------------------------------------------------
+SMALL_DATA = ("color,translation,cutout", 0.6, True)  # d_augment, ada_target, spectral_norm
+
+
+def test_recipe_small_data_sets_its_stabilisers_for_every_translator_under_the_users_options(
+        paired_dir, unpaired_dir):
+    from translate.errors import ConfigError
+    from translate.train import build_config
+
+    for model, data in (("pix2pix", paired_dir), ("cyclegan", unpaired_dir), ("cut", unpaired_dir),
+                        ("fastcut", unpaired_dir)):
+        t = build_config({"model": model, "data": str(data), "recipe": "small-data"}).train
+        assert (t.d_augment, t.ada_target, t.spectral_norm) == SMALL_DATA and t.recipe == "small-data"
+        assert t.r1_gamma == 0 and t.d_augment_p is None  # the adaptive probability starts at 0
+    mine = build_config({"model": "pix2pix", "data": str(paired_dir), "recipe": "small-data", "spectral_norm": False,
+                         "d_augment": "translation", "ada_target": 0.8}).train
+    assert (mine.d_augment, mine.ada_target, mine.spectral_norm) == ("translation", 0.8, False)  # yours win
+    # a critic has no sign to adapt by: the augmentation stays, at a fixed probability
+    critic = build_config({"model": "cyclegan", "data": str(unpaired_dir), "recipe": "small-data",
+                           "gan_loss": "wgan-gp"}).train
+    assert (critic.d_augment, critic.ada_target, critic.spectral_norm) == ("color,translation,cutout", 0.0, True)
+    with pytest.raises(ConfigError, match="dcgan has no recipe 'small-data'; it has stable"):
+        build_config({"model": "dcgan", "data": str(paired_dir / "A"), "recipe": "small-data"})
+
+
+def test_recipe_small_data_trains_and_data_info_lists_the_recipes(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from translate.cli import cli
+
+    run = CliRunner().invoke(cli, ["train", "--model", "pix2pix", "--recipe", "small-data", "--size", "32", "--steps",
+                                   "4", "--workers", "0", "--set", "ngf=8", "--set", "ndf=8", "--set",
+                                   "synthetic_count=4", "--set", "log_every=1", "--set", "n_samples=2",
+                                   "--run-dir", str(tmp_path / "small")])
+    assert run.exit_code == 0, run.output
+    t = json.loads((tmp_path / "small" / "config.json").read_text())["train"]
+    assert (t["d_augment"], t["ada_target"], t["spectral_norm"], t["recipe"]) == (*SMALL_DATA, "small-data")
+    rows = [json.loads(line) for line in (tmp_path / "small" / "metrics.jsonl").read_text().splitlines()]
+    assert "aug_p/D" in rows[-1]  # the adaptive probability is logged
+    info = CliRunner().invoke(cli, ["data", "info", "facades"])
+    assert info.exit_code == 0 and "--recipe (pix2pix)  stable, hd, small-data" in info.output

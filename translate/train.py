@@ -94,6 +94,8 @@ def _apply_recipe(merged: dict[str, Any], fam) -> None:
     for k, v in fam.recipes[name].items():
         if k == "label_smoothing" and loss not in TARGET_LOSSES:
             continue  # label smoothing needs a target-based loss
+        if k == "ada_target" and loss in ("wgan", "wgan-gp"):
+            continue  # a critic's score has no sign to adapt by: the augmentation keeps a fixed probability
         merged.setdefault(k, v)
 
 

@@ -55,6 +55,12 @@ Fakes = dict[str, torch.Tensor]  # detached generator outputs, reused by the nex
 Logs = dict[str, torch.Tensor]  # scalar tensors; the trainer turns them into numbers when it logs
 Backward = Callable[[torch.Tensor], None]
 
+# ``--recipe small-data`` of the translator families, for a few hundred images or fewer: adaptive
+# differentiable augmentation of everything the discriminator sees, with a spectrally normalised
+# discriminator (chosen over R1 by measurement on 100 facades pairs: docs/results.md)
+SMALL_DATA_RECIPE: dict[str, Any] = {"d_augment": "color,translation,cutout", "ada_target": 0.6,
+                                     "spectral_norm": True}
+
 
 def build_generator(cfg: Any, size: int, in_channels: int, out_channels: int) -> nn.Module:
     if cfg.generator.startswith("resnet_"):

@@ -18,7 +18,8 @@ from torch.nn import functional as F
 from ..config import Pix2PixConfig, TrainConfig, check_network
 from ..engine.replay import ReplayBuffer
 from ..nn.discriminators import captured_features, downscale
-from .base import Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator, build_generator
+from .base import (SMALL_DATA_RECIPE, Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator,
+                   build_generator)
 from .registry import register
 
 
@@ -29,7 +30,8 @@ class Pix2Pix(GANModel):
     data = "paired"
     default_for = ("paired", "aligned", "synthetic")
     recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
-               "hd": {"num_D": 2, "lambda_feat": 10.0, "gan_loss": "lsgan"}}
+               "hd": {"num_D": 2, "lambda_feat": 10.0, "gan_loss": "lsgan"},
+               "small-data": SMALL_DATA_RECIPE}
 
     @classmethod
     def translations(cls, cfg) -> list[Translation]:
