@@ -375,3 +375,28 @@ def test_recipe_small_data_trains_and_data_info_lists_the_recipes(tmp_path):
     assert "aug_p/D" in rows[-1]  # the adaptive probability is logged
     info = CliRunner().invoke(cli, ["data", "info", "facades"])
     assert info.exit_code == 0 and "--recipe (pix2pix)  stable, hd, small-data" in info.output
+
+
+def test_feature_matching_sees_real_and_fake_pairs_through_the_same_augmentation():
+    """pix2pixHD's feature matching with DiffAugment and instance noise on: a generator that draws
+    the target exactly matches D's features exactly (the real pair gets the fake's transforms)."""
+    from translate.models import build_model
+    from translate.train import build_config
+
+    torch.manual_seed(0)
+    cfg = build_config({**TINY, "model": "pix2pix", "size": 64, "num_D": 2, "lambda_feat": 10.0, "lambda_l1": 0,
+                        "d_augment": "color,translation,cutout", "instance_noise": 0.1})
+    model = build_model(cfg)
+    batch = {"A": torch.rand(2, 3, 64, 64) * 2 - 1, "B": torch.rand(2, 3, 64, 64) * 2 - 1}
+    drawn = {"image": batch["B"]}
+
+    class Draws(nn.Module):
+        def forward(self, x):
+            return drawn["image"].clone().requires_grad_(True)
+
+    model.generators["G"] = Draws()
+    logs, _ = model.generator_loss(batch, lambda loss: None)
+    assert logs["loss_G_feat"].item() == pytest.approx(0.0, abs=1e-6)
+    drawn["image"] = batch["B"].flip(-1)  # a generator that misses: D's features differ
+    logs, _ = model.generator_loss(batch, lambda loss: None)
+    assert logs["loss_G_feat"].item() > 0.01
