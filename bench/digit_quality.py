@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+
+STEP = re.compile(r"step-(\d+)")
 
 
 def main() -> None:
@@ -67,16 +70,10 @@ def main() -> None:
     print(f"{'run':<40} {'step':>6} {'class acc':>9} {'min class':>9} {'variety':>7} {'min var':>7} "
           f"{'class FD':>8} {'max cFD':>7} {'classes':>7} {'max share':>9} {'FD':>7}")
     for r in rows:
-        def fmt(key, how, pick=None):
-            value = r.get(key)
-            if value is None:
-                return "-"
-            return how.format(pick(value) if pick else value)
-
-        print(f"{Path(r['run']).name[:40]:<40} {r['step']:>6} {fmt('class_accuracy', '{:.4f}'):>9} "
-              f"{fmt('per_class_accuracy', '{:.3f}', min):>9} {fmt('class_variety', '{:.3f}'):>7} "
-              f"{fmt('per_class_variety', '{:.3f}', min):>7} {fmt('per_class_fd', '{:.2f}', np.mean):>8} "
-              f"{fmt('per_class_fd', '{:.2f}', max):>7} {r['spread']['present']:>7} "
+        print(f"{_name(r['run'])[:40]:<40} {r['step']:>6} {_cell(r, 'class_accuracy', '{:.4f}'):>9} "
+              f"{_cell(r, 'per_class_accuracy', '{:.3f}', min):>9} {_cell(r, 'class_variety', '{:.3f}'):>7} "
+              f"{_cell(r, 'per_class_variety', '{:.3f}', min):>7} {_cell(r, 'per_class_fd', '{:.2f}', np.mean):>8} "
+              f"{_cell(r, 'per_class_fd', '{:.2f}', max):>7} {r['spread']['present']:>7} "
               f"{r['spread']['max_share']:>9.3f} {r['frechet_distance']:>7.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"classifier": meta, "floor_frechet_distance": floor,
@@ -84,9 +81,23 @@ def main() -> None:
                                               indent=2, default=_plain))
 
 
+def _cell(row: dict, key: str, how: str, pick=None) -> str:
+    value = row.get(key)
+    return "-" if value is None else how.format(pick(value) if pick else value)
+
+
+def _name(source: str) -> str:
+    """A run's folder name (the run's, for one of its step-N checkpoints)."""
+    path = Path(source)
+    return path.parent.name if STEP.fullmatch(path.name) else path.name
+
+
 def _step(source: str) -> int | str:
-    latest = Path(source) / "latest"
-    return latest.read_text().strip().removeprefix("step-").lstrip("0") or "0" if latest.is_file() else "-"
+    path = Path(source)
+    found = STEP.fullmatch(path.name)
+    if found is None and (path / "latest").is_file():
+        found = STEP.fullmatch((path / "latest").read_text().strip())
+    return int(found.group(1)) if found else "-"
 
 
 def _plain(x):
