@@ -333,7 +333,7 @@ def test_variety_of_real_digits_is_near_one_and_of_a_collapsed_generator_near_ze
 
 
 # --- recipes -------------------------------------------------------------------------------------
-SMALL_DATA = ("color,translation,cutout", 0.6, True)  # d_augment, ada_target, spectral_norm
+SMALL_DATA = ("color,translation,cutout", 0.6, 1.0, 16)  # d_augment, ada_target, r1_gamma, r1_every
 
 
 def test_recipe_small_data_sets_its_stabilisers_for_every_translator_under_the_users_options(
@@ -344,15 +344,15 @@ def test_recipe_small_data_sets_its_stabilisers_for_every_translator_under_the_u
     for model, data in (("pix2pix", paired_dir), ("cyclegan", unpaired_dir), ("cut", unpaired_dir),
                         ("fastcut", unpaired_dir)):
         t = build_config({"model": model, "data": str(data), "recipe": "small-data"}).train
-        assert (t.d_augment, t.ada_target, t.spectral_norm) == SMALL_DATA and t.recipe == "small-data"
-        assert t.r1_gamma == 0 and t.d_augment_p is None  # the adaptive probability starts at 0
-    mine = build_config({"model": "pix2pix", "data": str(paired_dir), "recipe": "small-data", "spectral_norm": False,
+        assert (t.d_augment, t.ada_target, t.r1_gamma, t.r1_every) == SMALL_DATA and t.recipe == "small-data"
+        assert not t.spectral_norm and t.d_augment_p is None  # the adaptive probability starts at 0
+    mine = build_config({"model": "pix2pix", "data": str(paired_dir), "recipe": "small-data", "r1_gamma": 0.1,
                          "d_augment": "translation", "ada_target": 0.8}).train
-    assert (mine.d_augment, mine.ada_target, mine.spectral_norm) == ("translation", 0.8, False)  # yours win
+    assert (mine.d_augment, mine.ada_target, mine.r1_gamma, mine.r1_every) == ("translation", 0.8, 0.1, 16)  # yours win
     # a critic has no sign to adapt by: the augmentation stays, at a fixed probability
     critic = build_config({"model": "cyclegan", "data": str(unpaired_dir), "recipe": "small-data",
                            "gan_loss": "wgan-gp"}).train
-    assert (critic.d_augment, critic.ada_target, critic.spectral_norm) == ("color,translation,cutout", 0.0, True)
+    assert (critic.d_augment, critic.ada_target, critic.r1_gamma) == ("color,translation,cutout", 0.0, 1.0)
     with pytest.raises(ConfigError, match="dcgan has no recipe 'small-data'; it has stable"):
         build_config({"model": "dcgan", "data": str(paired_dir / "A"), "recipe": "small-data"})
 
@@ -370,7 +370,7 @@ def test_recipe_small_data_trains_and_data_info_lists_the_recipes(tmp_path):
                                    "--run-dir", str(tmp_path / "small")])
     assert run.exit_code == 0, run.output
     t = json.loads((tmp_path / "small" / "config.json").read_text())["train"]
-    assert (t["d_augment"], t["ada_target"], t["spectral_norm"], t["recipe"]) == (*SMALL_DATA, "small-data")
+    assert (t["d_augment"], t["ada_target"], t["r1_gamma"], t["r1_every"], t["recipe"]) == (*SMALL_DATA, "small-data")
     rows = [json.loads(line) for line in (tmp_path / "small" / "metrics.jsonl").read_text().splitlines()]
     assert "aug_p/D" in rows[-1]  # the adaptive probability is logged
     info = CliRunner().invoke(cli, ["data", "info", "facades"])
