@@ -268,6 +268,8 @@ def test_digit_scores(trained):
     assert scores["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
     assert scores["class_accuracy"] >= 0.9 and len(scores["per_class_accuracy"]) == 10
     assert scores["spread"]["ok"] and scores["n_fake"] == scores["n_real"] == 200
+    with_real = metrics.digit_scores(real, real, net, fake_labels=y, real_labels=y)
+    assert with_real["class_variety"] == pytest.approx(1.0) and max(with_real["per_class_fd"]) < 1e-6
 
     ones = real[y == 1]  # a generator that only draws one glyph
     collapsed = metrics.digit_scores(ones, real, net, fake_labels=np.arange(len(ones)) % 10)

@@ -358,6 +358,13 @@ def test_cgan_eval_scores_class_accuracy_and_per_class_distance(tmp_path, monkey
     assert r["n"] == 20  # one sample per held-out image (2 of each class)
     assert 0.0 <= r["class_accuracy"] <= 1.0 and set(r["per_class_accuracy"]) == {str(i) for i in range(10)}
     assert len(r["per_class_classifier_fd"]) == 10 and r["classifier_fd"] >= 0
+    # the within-class variety ratio, printed beside the accuracy and shown by the report
+    assert r["class_variety"] >= 0 and set(r["per_class_variety"]) == {str(i) for i in range(10)}
+    header = next(line for line in text.splitlines() if "class acc" in line)
+    assert header.split().index("variety") == header.split().index("acc") + 1
+    code, text = invoke("report", run, "--gallery", 2)
+    assert code == 0, text
+    assert "<th>variety</th>" in (run / "report.html").read_text()
 
 
 @needs_inception

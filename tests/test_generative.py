@@ -316,6 +316,10 @@ def test_recipe_stable_sits_under_the_users_options(digits):
     cfg = build_config({"model": "cgan", "data": str(digits), "recipe": "stable", "minibatch_std": 8})
     assert cfg.train.label_smoothing == 0.1 and cfg.train.instance_noise == 0.1 and cfg.train.ema == 0.999
     assert cfg.model.minibatch_std == 8 and cfg.model.latent == "spherical" and cfg.train.recipe == "stable"
+    assert cfg.model.aux_classifier == 2.0 and cfg.model.class_minibatch_std  # right and diverse
+    mine = build_config({"model": "cgan", "data": str(digits), "recipe": "stable", "aux_classifier": 0.5,
+                         "class_minibatch_std": False})
+    assert mine.model.aux_classifier == 0.5 and not mine.model.class_minibatch_std  # yours win
     hinge = build_config({"model": "dcgan", "data": str(digits), "recipe": "stable", "gan_loss": "hinge"})
     assert hinge.train.label_smoothing == 0.0  # label smoothing needs a target-based loss: left out
     code, text = invoke("train", "--pair", "facades", "--recipe", "stable", "--model", "cgan", "--data", digits)

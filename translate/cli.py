@@ -144,8 +144,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
 @click.option("--recipe", type=_Registered(_recipes), default=None,
-              help="A set of options under your own: stable (docs/stabilisers.md), hd (pix2pix: pix2pixHD's "
-                   "multi-scale discriminators and feature matching).")
+              help="A set of options under your own: stable, small-data (translators: for a few hundred "
+                   "images; docs/stabilisers.md), hd (pix2pix: pix2pixHD's multi-scale discriminators and "
+                   "feature matching).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
@@ -825,13 +826,24 @@ def data_info(name: str, root: Path | None) -> None:
 
     from .data import pairs
 
-    rows = pairs.info(pairs.get(name), root)
+    ds = pairs.get(name)
+    rows = pairs.info(ds, root)
+    last = max((i for i, (key, _) in enumerate(rows) if key.startswith("recipe")), default=len(rows) - 1)
+    rows[last + 1:last + 1] = _recipe_rows(ds)
     width = max(len(k) for k, _ in rows)
     for key, text in rows:
         lines = textwrap.wrap(text, 100 - width - 2) or [""]
         click.echo(f"{key.ljust(width)}  {lines[0]}")
         for line in lines[1:]:
             click.echo(" " * (width + 2) + line)
+
+
+def _recipe_rows(ds) -> list[tuple[str, str]]:
+    """The ``--recipe`` option sets offered by the families the data set's recipes train."""
+    from .models import family
+
+    models = dict.fromkeys(r["model"] for r in (ds.recipe, *ds.recipes.values()) if r)
+    return [(f"--recipe ({m})", ", ".join(family(m).recipes)) for m in models if family(m).recipes]
 
 
 def main() -> None:

@@ -107,6 +107,9 @@ class CGANConfig(DCGANConfig):
     conditioning: str = "concat"  # concat | cbn
     embed_dim: int = 50  # label embedding size for concat
     aux_classifier: float = 0.0  # weight of an auxiliary classification loss (AC-GAN); 0: projection only
+    aux_classifier_end: float | None = None  # G's weight of it at the end, reached linearly; None: constant
+    twin_classifier: bool = False  # TAC-GAN: a twin classifier on fakes removes AC-GAN's bias (needs aux_classifier)
+    class_minibatch_std: bool = False  # D sees the feature spread among the batch's images of each class
 
 
 @dataclass
@@ -150,6 +153,18 @@ class TrainConfig:
     label_smoothing: float = 0.0
     noisy_labels: bool = False
     label_flip: float = 0.0
+    # small-data stabilisers of the discriminator (docs/stabilisers.md)
+    spectral_norm: bool = False  # spectral normalisation of the discriminators' convolutions and linears
+    spectral_norm_g: bool = False  # ... and of the generators' (folded into plain weights for export)
+    r1_gamma: float = 0.0  # weight of the R1 penalty on D's gradient at real images; 0 disables
+    r1_every: int = 16  # lazy R1: computed every N steps, scaled by N
+    d_augment: str | None = None  # differentiable augmentation of D's inputs: color,translation,cutout
+    d_augment_p: float | None = None  # probability of each transform per image (None: 1); adaptive: its start (0)
+    ada_target: float = 0.0  # adaptive augmentation: keep E[sign(D(real))] at this (0.6); 0: fixed d_augment_p
+    ada_interval: int = 4  # steps between adjustments of the adaptive probability
+    ada_steps: int = 500  # steps the adaptive probability needs to cross from 0 to 1
+    lecam_weight: float = 0.0  # weight of the LeCam regulariser of D's outputs; 0 disables
+    lecam_decay: float = 0.99  # decay of its EMA anchors
     stop_on_failure: bool = False
     grad_limit: float = 100.0  # health monitor: gradient norm that, with a 10x jump, counts as exploding
     max_bad_fraction: float = 0.1  # more unreadable images than this fraction is an error
@@ -303,8 +318,26 @@ def check_train(t: TrainConfig) -> None:
     need(t.max_minutes >= 0, "--max-minutes must be 0 (no limit) or more")
     need(t.on_nan in ON_NAN, f"--on-nan must be one of {', '.join(ON_NAN)}, not {t.on_nan!r}")
     need(t.log in (None, "tensorboard"), f"--log takes tensorboard (or nothing), not {t.log!r}")
+    check_stabilisers(t)
     need(t.eval_metric in EVAL_METRICS, f"unknown eval_metric {t.eval_metric!r}; choose one of "
                                         f"{', '.join(EVAL_METRICS)}")
+
+
+def check_stabilisers(t: TrainConfig) -> None:
+    """The discriminator's small-data stabilisers: R1, augmentation, LeCam."""
+    from .engine.augment import POLICIES, parse_policy
+
+    need(t.r1_gamma >= 0 and t.r1_every >= 1, "r1_gamma must be >= 0 and r1_every at least 1")
+    try:
+        parse_policy(t.d_augment)
+    except ValueError as exc:
+        need(False, f"d_augment: {exc} (comma-separated, e.g. d_augment=color,translation,cutout)")
+    need(t.d_augment_p is None or 0.0 <= t.d_augment_p <= 1.0, "d_augment_p must be in [0, 1]")
+    need(0.0 <= t.ada_target < 1.0, "ada_target must be in [0, 1) (0.6 is usual; 0 turns adaptation off)")
+    need(t.ada_interval >= 1 and t.ada_steps >= 1, "ada_interval and ada_steps must be at least 1")
+    need(not t.ada_target or bool(t.d_augment), f"ada_target adapts d_augment's probability: give d_augment too "
+                                                f"(e.g. d_augment={','.join(POLICIES)})")
+    need(t.lecam_weight >= 0 and 0.0 <= t.lecam_decay < 1.0, "lecam_weight must be >= 0 and lecam_decay in [0, 1)")
 
 
 def check_adversarial(t: TrainConfig, gan_loss: str) -> None:
@@ -315,6 +348,9 @@ def check_adversarial(t: TrainConfig, gan_loss: str) -> None:
     if t.label_smoothing or t.noisy_labels or t.label_flip:
         need(gan_loss in TARGET_LOSSES, f"label smoothing / noisy labels / label flips need gan_loss "
                                         f"{', '.join(TARGET_LOSSES)}, not {gan_loss}")
+    need(not t.ada_target or gan_loss not in ("wgan", "wgan-gp"),
+         f"adaptive augmentation reads the sign of D's verdict on real images, which a {gan_loss} critic does not "
+         f"give; use a fixed d_augment_p (drop ada_target) or another gan_loss")
 
 
 def check_network(t: TrainConfig, m: NetworkConfig) -> None:

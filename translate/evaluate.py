@@ -219,8 +219,10 @@ def _rgb(images: np.ndarray) -> np.ndarray:
 
 def class_scores(classifier, fake: np.ndarray, labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
                  classes: list[str]) -> dict[str, Any]:
-    """The classifier's class accuracy of conditioned samples (and per class), and the Frechet
-    distance between classifier features of each class's samples and its held-out reals."""
+    """The classifier's class accuracy of conditioned samples (and per class), the within-class
+    variety of the samples relative to the held-out reals of their class (``metrics.class_variety``),
+    and the Frechet distance between classifier features of each class's samples and its held-out
+    reals."""
     from .classifier import predict
     from .images import to_float
 
@@ -232,8 +234,10 @@ def class_scores(classifier, fake: np.ndarray, labels: np.ndarray, real: np.ndar
         a, b = fake_f[labels == c], real_f[real_labels == c]
         per_fd.append(metrics.frechet_distance(*metrics.feature_stats(a), *metrics.feature_stats(b))
                       if len(a) >= 2 and len(b) >= 2 else float("nan"))
+    variety, per_variety = metrics.class_variety(fake_f, labels, real_f, real_labels, k)
     return {"class_accuracy": metrics.class_accuracy(fake_logits, labels),
             "per_class_accuracy": dict(zip(classes, metrics.per_class_accuracy(fake_logits, labels, k))),
+            "class_variety": variety, "per_class_variety": dict(zip(classes, per_variety)),
             "classifier_fd": metrics.frechet_distance(*metrics.feature_stats(fake_f), *metrics.feature_stats(real_f)),
             "per_class_classifier_fd": dict(zip(classes, per_fd))}
 

@@ -68,6 +68,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("fid", "FID", "{:.2f}", False, "inception"),
     Metric("kid", "KID x1e3", "{:.2f}", False, "inception", scale=1e3, spread="kid_std"),
     Metric("class_accuracy", "class acc", "{:.1%}", True, "classes"),
+    # within-class variety relative to real images (metrics.class_variety); not selectable: noise is
+    # as varied as it gets, so variety alone must not pick a checkpoint
+    Metric("class_variety", "variety", "{:.2f}", True, "classes", selectable=False),
     Metric("classifier_fd", "clf FD", "{:.2f}", False, "classes", selectable=False),
 )
 METRIC: dict[str, Metric] = {m.name: m for m in METRICS}
@@ -115,6 +118,38 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt))
 
 
+def mean_pairwise_distance(features: np.ndarray) -> float:
+    """The mean Euclidean distance between two different rows of ``features`` (N, D); NaN for N < 2.
+    Unbiased in N (each pair counts once), so sets of different sizes compare."""
+    f = np.asarray(features, dtype=np.float64)
+    n = len(f)
+    if n < 2:
+        return float("nan")
+    sq = (f * f).sum(axis=1)
+    d2 = np.clip(sq[:, None] + sq[None, :] - 2.0 * (f @ f.T), 0.0, None)
+    iu = np.triu_indices(n, k=1)
+    return float(np.sqrt(d2[iu]).mean())
+
+
+def class_variety(fake_features: np.ndarray, fake_labels: np.ndarray, real_features: np.ndarray,
+                  real_labels: np.ndarray, n_classes: int) -> tuple[float, list[float]]:
+    """Within-class variety of conditioned samples relative to real images of the same class: for
+    each class, the mean pairwise distance between its samples' features divided by the same for
+    its real images (1: as varied as the real ones; 0: one sample repeated). Returns (the mean over
+    the classes that have both, the per-class ratios with NaN where a side has fewer than 2 rows).
+
+    Measured in the project classifier's feature space, where a distance is about what makes two
+    digits look different, not about pixels."""
+    fake_labels, real_labels = np.asarray(fake_labels).reshape(-1), np.asarray(real_labels).reshape(-1)
+    ratios = []
+    for c in range(n_classes):
+        fake_d = mean_pairwise_distance(np.asarray(fake_features)[fake_labels == c])
+        real_d = mean_pairwise_distance(np.asarray(real_features)[real_labels == c])
+        ratios.append(fake_d / real_d if np.isfinite(fake_d) and np.isfinite(real_d) and real_d > 0 else float("nan"))
+    finite = [r for r in ratios if np.isfinite(r)]
+    return (float(np.mean(finite)) if finite else float("nan")), ratios
+
+
 def class_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of rows whose highest logit is at their label."""
     logits, labels = np.asarray(logits), np.asarray(labels).reshape(-1)
@@ -151,7 +186,8 @@ def class_spread(logits: np.ndarray, n_classes: int, max_share: float = 0.2) -> 
             "ok": bool(present == n_classes and top <= max_share)}
 
 
-def digit_scores(fake, real, classifier, fake_labels: np.ndarray | None = None) -> dict[str, Any]:
+def digit_scores(fake, real, classifier, fake_labels: np.ndarray | None = None,
+                 real_labels: np.ndarray | None = None) -> dict[str, Any]:
     """Scores of generated digits ``fake`` against real digits ``real`` (both float NCHW in [-1, 1],
     NumPy or torch, any size and channel count), judged by a :class:`~translate.classifier.DigitClassifier`.
 
@@ -164,6 +200,9 @@ def digit_scores(fake, real, classifier, fake_labels: np.ndarray | None = None) 
       asked for). Read against the classifier's own held-out accuracy on real digits.
     - ``spread``: :func:`class_spread` of the classifier's predictions on the fakes: missing or
       dominant classes are mode collapse, whether or not the generator is conditioned.
+    - with ``fake_labels`` and ``real_labels``: ``class_variety`` (:func:`class_variety`, and
+      ``per_class_variety``) and ``per_class_fd``, the Frechet distance of each class's samples to
+      its real digits.
 
     The classifier's accuracy on real digits is not computed here: it belongs to the classifier
     (``meta["heldout_accuracy"]`` of :func:`translate.classifier.digit_classifier`).
@@ -183,6 +222,16 @@ def digit_scores(fake, real, classifier, fake_labels: np.ndarray | None = None) 
         labels = fake_labels.detach().cpu().numpy() if hasattr(fake_labels, "detach") else np.asarray(fake_labels)
         scores["class_accuracy"] = class_accuracy(fake_logits, labels)
         scores["per_class_accuracy"] = per_class_accuracy(fake_logits, labels, n_classes)
+        if real_labels is not None:
+            real_labels = np.asarray(real_labels).reshape(-1)
+            scores["class_variety"], scores["per_class_variety"] = class_variety(
+                fake_features, labels, real_features, real_labels, n_classes)
+            per_fd = []
+            for c in range(n_classes):
+                a, b = fake_features[labels == c], real_features[real_labels == c]
+                per_fd.append(frechet_distance(*feature_stats(a), *feature_stats(b))
+                              if len(a) >= 2 and len(b) >= 2 else float("nan"))
+            scores["per_class_fd"] = per_fd
     return scores
 
 

@@ -273,10 +273,12 @@ class Checkpoint(_Metadata):
     def generators(self, names: list[str] | None = None) -> dict[str, LoadedGenerator]:
         """The generators ``names`` (default: all) from one read of the checkpoint, in eval mode on
         the CPU, with the EMA weights when the run kept them (what its sample grids and evaluations
-        showed: their normalisation statistics are re-estimated with the run's seed, as in training)."""
+        showed: their normalisation statistics are re-estimated with the run's seed, as in training),
+        spectrally normalised weights folded into plain ones."""
         import torch
 
         from .models import build_model, family_of
+        from .nn.spectral import fold_spectral_norm
 
         cfg = self.config
         fam = family_of(cfg)
@@ -302,6 +304,7 @@ class Checkpoint(_Metadata):
             if use_ema:
                 with torch.random.fork_rng():
                     model.refresh_norm_stats(net, seed=cfg.train.seed)
+            fold_spectral_norm(net)  # plain weights: what export traces and eval runs
             net.eval()
             loaded[name] = LoadedGenerator(net, name, cfg, fam, self, int(state.get("step", 0)), use_ema,
                                            translations.get(name))

@@ -94,6 +94,8 @@ def _apply_recipe(merged: dict[str, Any], fam) -> None:
     for k, v in fam.recipes[name].items():
         if k == "label_smoothing" and loss not in TARGET_LOSSES:
             continue  # label smoothing needs a target-based loss
+        if k == "ada_target" and loss in ("wgan", "wgan-gp"):
+            continue  # a critic's score has no sign to adapt by: the augmentation keeps a fixed probability
         merged.setdefault(k, v)
 
 
@@ -344,7 +346,7 @@ def _evaluation(cfg: RunConfig, run: Run, device, dataset, sinks: list):
                           f"use --eval-metric fid or kid")
     log.info("scoring every %d steps by %s on %s; the best checkpoint goes to best/", t.eval_every, t.eval_metric,
              description)
-    per_item = ("per_image", "per_class_accuracy", "per_class_classifier_fd")
+    per_item = ("per_image", "per_class_accuracy", "per_class_classifier_fd", "per_class_variety")
 
     def score(generators):
         results = scorer(generators)

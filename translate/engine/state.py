@@ -116,7 +116,7 @@ def restore(trainer, weights: dict[str, torch.Tensor], state: dict[str, Any], so
         ema_w = {k[4:]: v for k, v in weights.items() if k.startswith("ema.")}
         if ema_w:
             trainer.ema.model.load_state_dict(ema_w)
-    model.load_extra_state({k: v for k, v in weights.items() if k.startswith("pool.")})
+    model.load_extra_state(weights)  # the model takes its own (replay buffers, stabilisers' state)
     trainer.fakes = {k[6:]: v.to(trainer.device) for k, v in weights.items() if k.startswith("fakes.")} or None
     trainer.swaps.load(state.get("swap"), weights, model, trainer.device)
     for name in ("opt_G", "opt_D", "sched_G", "sched_D", "scaler"):

@@ -204,6 +204,7 @@ class Trainer:
         finally:
             model.discriminators.requires_grad_(True)
         logs.update(g_logs)
+        logs.update(model.step_logs())
         if self.ema is not None and frozen != "G":
             self.ema.update(model.generators)
         with warnings.catch_warnings():  # fp16: the scaler skips overflowing steps; the schedule counts steps

@@ -36,7 +36,8 @@ from ..config import NetworkConfig, TrainConfig, check_network
 from ..engine.replay import ReplayBuffer
 from ..nn.layers import init_weights
 from ..nn.patchnce import PatchNCE
-from .base import Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator, build_generator
+from .base import (SMALL_DATA_RECIPE, Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator,
+                   build_generator)
 from .registry import register
 
 TAPS_HELP = "input, down1, down2 and block1 ... block<n> (the residual blocks)"
@@ -82,7 +83,8 @@ class CUT(GANModel):
     data = "unpaired"
     layouts = ("unpaired", "synthetic")  # trainA/ + trainB/ folders, and the embedded demo scenes
     train_defaults = {"epochs": 400}  # 200 at the full learning rate, 200 decaying (the reference's)
-    recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999}}
+    recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
+               "small-data": SMALL_DATA_RECIPE}
 
     @classmethod
     def translations(cls, cfg) -> list[Translation]:

@@ -12,7 +12,8 @@ from torch.nn import functional as F
 
 from ..config import CycleGANConfig, TrainConfig, check_network
 from ..engine.replay import ReplayBuffer
-from .base import Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator, build_generator
+from .base import (SMALL_DATA_RECIPE, Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator,
+                   build_generator)
 from .registry import register
 
 
@@ -22,7 +23,8 @@ class CycleGAN(GANModel):
     config_class = CycleGANConfig
     data = "unpaired"
     default_for = ("unpaired",)
-    recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999}}
+    recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
+               "small-data": SMALL_DATA_RECIPE}
 
     @classmethod
     def translations(cls, cfg) -> list[Translation]:

@@ -18,7 +18,8 @@ from torch.nn import functional as F
 from ..config import Pix2PixConfig, TrainConfig, check_network
 from ..engine.replay import ReplayBuffer
 from ..nn.discriminators import captured_features, downscale
-from .base import Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator, build_generator
+from .base import (SMALL_DATA_RECIPE, Backward, Batch, Fakes, GANModel, Logs, Need, Translation, build_discriminator,
+                   build_generator)
 from .registry import register
 
 
@@ -29,7 +30,8 @@ class Pix2Pix(GANModel):
     data = "paired"
     default_for = ("paired", "aligned", "synthetic")
     recipes = {"stable": {"label_smoothing": 0.1, "instance_noise": 0.05, "ema": 0.999},
-               "hd": {"num_D": 2, "lambda_feat": 10.0, "gan_loss": "lsgan"}}
+               "hd": {"num_D": 2, "lambda_feat": 10.0, "gan_loss": "lsgan"},
+               "small-data": SMALL_DATA_RECIPE}
 
     @classmethod
     def translations(cls, cfg) -> list[Translation]:
@@ -79,14 +81,19 @@ class Pix2Pix(GANModel):
         fake = self.generators["G"](src)
         gan = feat = fake.new_zeros((), dtype=torch.float32)
         real_pairs = self._scales(torch.cat([src, tgt], dim=1)) if self.cfg.lambda_feat else None
-        for k, (d, fake_pair) in enumerate(zip(self.discriminators.values(), self._scales(torch.cat([src, fake], 1)))):
+        devices = [fake.device] if fake.device.type == "cuda" else []
+        for k, ((name, d), fake_pair) in enumerate(zip(self.discriminators.items(),
+                                                       self._scales(torch.cat([src, fake], 1)))):
             if real_pairs is None:
                 gan = gan + self.g_score(d, fake_pair)
                 continue
-            with captured_features(d) as fake_feats:  # D's activations on the fake pair, as g_score runs it
+            # D's activations on the real pair, then on the fake one as g_score runs it: the real pass
+            # replays the random numbers the fake pass then draws, so both pairs get the same
+            # augmentation and instance noise and their features compare like for like
+            with torch.no_grad(), captured_features(d) as real_feats, torch.random.fork_rng(devices=devices):
+                d(self.instance_noise(self.stabilisers.augment(name, real_pairs[k])))
+            with captured_features(d) as fake_feats:
                 gan = gan + self.g_score(d, fake_pair)
-            with torch.no_grad(), captured_features(d) as real_feats:
-                d(self.instance_noise(real_pairs[k]))
             feat = feat + sum(F.l1_loss(f.float(), r.float()) for f, r in zip(fake_feats, real_feats))
         l1 = self.cfg.lambda_l1 * F.l1_loss(fake, tgt)
         logs = {"loss_G_GAN": gan.detach(), "loss_G_L1": l1.detach()}

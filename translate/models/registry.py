@@ -78,11 +78,18 @@ def validate(cfg: RunConfig) -> None:
 
 
 def build_model(cfg: RunConfig) -> GANModel:
-    """The family's model for ``cfg``. One rule for every family: a discriminator whose loss
-    back-propagates through its gradient (WGAN-GP) cannot hold batch norm, whose statistics mix
-    the samples the per-sample penalty keeps apart."""
+    """The family's model for ``cfg``, its networks spectrally normalised when asked
+    (``spectral_norm``, ``spectral_norm_g``). One rule for every family: a WGAN-GP discriminator
+    cannot hold batch norm, whose statistics mix the samples the per-sample penalty keeps apart."""
+    from ..nn.spectral import spectral_norm
+
     model = family_of(cfg)(cfg.model, cfg.train)
-    if model.needs_double_backward and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.discriminators.modules()):
+    if cfg.train.spectral_norm:
+        spectral_norm(model.discriminators)
+    if cfg.train.spectral_norm_g:
+        spectral_norm(model.generators)
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.discriminators.modules())
+    if model.adv.kind == "wgan-gp" and batch_norm:
         raise ConfigError(f"{cfg.model.gan_loss}'s gradient penalty is per sample, which batch norm in the "
                           f"discriminator breaks; add --set d_norm=none (or d_norm=instance)")
     return model

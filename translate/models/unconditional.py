@@ -78,7 +78,9 @@ class DCGAN(GANModel):
         d = DCGANDiscriminator(train.size, cfg.channels or 3, ndf=cfg.ndf, norm=cfg.d_norm or cfg.norm,
                                n_classes=n_classes, minibatch_std=cfg.minibatch_std,
                                minibatch_discrimination=cfg.minibatch_discrimination, progressive=cfg.progressive,
-                               aux_classifier=bool(getattr(cfg, "aux_classifier", 0.0)) and n_classes > 0)
+                               aux_classifier=bool(getattr(cfg, "aux_classifier", 0.0)) and n_classes > 0,
+                               twin_classifier=bool(getattr(cfg, "twin_classifier", False)),
+                               class_minibatch_std=bool(getattr(cfg, "class_minibatch_std", False)))
         for net in (g, d):
             init_weights(net, cfg.init, cfg.init_gain)
             if cfg.equalized_lr:

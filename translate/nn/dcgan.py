@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .layers import (ConditionalBatchNorm2d, MinibatchDiscrimination, MinibatchStdDev, NoiseDropout, NoiseInjection,
-                     PixelNorm)
+from .layers import (ClassMinibatchStdDev, ConditionalBatchNorm2d, MinibatchDiscrimination, MinibatchStdDev,
+                     NoiseDropout, NoiseInjection, PixelNorm)
 
 CONDITIONINGS = ("cbn", "concat")
 
@@ -209,11 +209,16 @@ class DCGANDiscriminator(nn.Module):
         progressive: add the 1x1 ``from_rgb`` layers progressive growing needs.
         aux_classifier: also predict the class from ``phi(x)`` (AC-GAN; needs ``n_classes``); each
             forward leaves the logits in ``class_logits``.
+        twin_classifier: a second class head (TAC-GAN's twin, trained on fakes), its logits in
+            ``twin_logits``; needs ``aux_classifier``.
+        class_minibatch_std: one more feature map, the standard deviation of the features among the
+            batch's images of each image's class (needs ``n_classes``).
     """
 
     def __init__(self, size: int = 64, channels: int = 3, *, ndf: int = 64, norm: str = "batch", n_classes: int = 0,
                  minibatch_std: int = 0, minibatch_discrimination: int = 0, progressive: bool = False,
-                 aux_classifier: bool = False) -> None:
+                 aux_classifier: bool = False, twin_classifier: bool = False,
+                 class_minibatch_std: bool = False) -> None:
         super().__init__()
         self.size, self.channels, self.n_classes = size, channels, n_classes
         self.base, self.k = levels_for(size)
@@ -238,6 +243,8 @@ class DCGANDiscriminator(nn.Module):
                                                  minibatch_discrimination))
         self.extra = nn.Sequential(*extra)
         extra_ch = (1 if minibatch_std else 0) + minibatch_discrimination
+        self.class_std = ClassMinibatchStdDev(n_classes) if class_minibatch_std and n_classes else None
+        extra_ch += 1 if self.class_std is not None else 0
         self.head = nn.Conv2d(ch[0] + extra_ch, 1, self.base, 1, 0)
         self.embed = nn.Embedding(n_classes, ch[0]) if n_classes else None
         if self.embed is not None:
@@ -246,6 +253,10 @@ class DCGANDiscriminator(nn.Module):
         # in ``class_logits`` for the model's auxiliary loss
         self.classifier = nn.Linear(ch[0], n_classes) if aux_classifier and n_classes else None
         self.class_logits: torch.Tensor | None = None
+        # TAC-GAN (Gong et al. 2019): a twin head learns the classes of the fakes; G's term subtracts its
+        # cross-entropy, which removes AC-GAN's pull towards the easiest sample of each class
+        self.twin = nn.Linear(ch[0], n_classes) if twin_classifier and self.classifier is not None else None
+        self.twin_logits: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         if self.n_classes and label is None:
@@ -263,10 +274,15 @@ class DCGANDiscriminator(nn.Module):
             start = i
         for level in range(start - 1, -1, -1):
             h = self.down[level](h)
-        out = self.head(self.extra(h)).view(-1)
+        feats = self.extra(h)
+        if self.class_std is not None:
+            feats = torch.cat([feats, self.class_std(h, label)], dim=1)
+        out = self.head(feats).view(-1)
         pooled = h.sum(dim=(2, 3))
         if self.embed is not None:
             out = out + (self.embed(label).to(h.dtype) * pooled).sum(dim=1)
         if self.classifier is not None:
             self.class_logits = self.classifier(pooled)
+        if self.twin is not None:
+            self.twin_logits = self.twin(pooled)
         return out

@@ -267,6 +267,29 @@ class MinibatchStdDev(nn.Module):
         return torch.cat([x, std], dim=1)
 
 
+class ClassMinibatchStdDev(nn.Module):
+    """Appends one feature map: the standard deviation of the features among the batch's samples of
+    each sample's class, averaged over the features (0 for a class with one sample in the batch).
+    :class:`MinibatchStdDev` over groups of mixed classes cannot see a conditional generator that
+    draws one image per class, since a group of a 3, a 7 and a 1 is varied anyway; this can."""
+
+    def __init__(self, n_classes: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        f = x.flatten(1).float()
+        y = F.one_hot(label, self.n_classes).float()  # (n, classes)
+        count = y.sum(0)  # (classes,)
+        mean = (y.t() @ f) / count.clamp_min(1)[:, None]
+        centred = f - y @ mean
+        var = (y.t() @ (centred * centred)) / count.clamp_min(1)[:, None]
+        std = torch.sqrt(var + self.eps).mean(1) * (count > 1)  # (classes,)
+        return (y @ std).to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)
+
+
 class MinibatchDiscrimination(nn.Module):
     """Minibatch discrimination (Salimans et al. 2016): ``kernels`` features per sample measuring
     how close it is to the other samples of the batch, ``sum_j exp(-||M_i - M_j||_1)`` over learned
