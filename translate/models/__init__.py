@@ -17,6 +17,7 @@ from .cyclegan import CycleGAN  # noqa: E402, I001
 from .pix2pix import Pix2Pix  # noqa: E402
 from .unconditional import DCGAN  # noqa: E402
 from .conditional import CGAN  # noqa: E402
+from .distill import Distill  # noqa: E402
 
-__all__ = ["GANModel", "Translation", "CycleGAN", "Pix2Pix", "DCGAN", "CGAN", "FAMILIES", "register", "family",
+__all__ = ["GANModel", "Translation", "CycleGAN", "Pix2Pix", "DCGAN", "CGAN", "Distill", "FAMILIES", "register", "family",
            "family_of", "default_family", "recipe_names", "config_from_dict", "validate", "build_model"]
