@@ -47,6 +47,14 @@ def teachers(tmp_path_factory) -> dict[str, Path]:
     return {"pix2pix": root / "pix2pix", "cyclegan": root / "cyclegan"}
 
 
+@pytest.fixture(scope="module")
+def student(teachers, tmp_path_factory) -> Path:
+    """The pix2pix teacher distilled at width 0.5 for 2 steps."""
+    run = tmp_path_factory.mktemp("students") / "pix2pix-w0.5"
+    distill(build_config(teachers["pix2pix"], width=0.5, steps=2), run, quiet=True)
+    return run
+
+
 # --- the student's cost, counted by hand --------------------------------------------------------------
 def _student(blocks: str) -> torch.nn.Module:
     """G_AB of a distillation (width 0.5) of a CycleGAN config: ResNet-6, ngf 8, instance norm, 16 px."""
@@ -104,7 +112,7 @@ def test_the_feature_hooks_return_the_layers_asked_for():
 
 
 # --- training ----------------------------------------------------------------------------------------
-def test_a_tiny_pix2pix_distils_from_its_ema_teacher_with_the_teachers_discriminator(teachers, tmp_path):
+def test_a_tiny_pix2pix_distils_from_its_ema_teacher_with_the_teachers_discriminator(teachers, student):
     teacher = teachers["pix2pix"]
     cfg = build_config(teacher, width=0.5, steps=2)
     assert cfg.model.teacher == str((teacher / "step-00000002").resolve()) and cfg.model.teacher_step == 2
@@ -120,15 +128,15 @@ def test_a_tiny_pix2pix_distils_from_its_ema_teacher_with_the_teachers_discrimin
     assert not any(p.requires_grad for p in model.teachers["G"].parameters())
     assert all(k.startswith(("generators.G.", "discriminators.D.")) for k in model.state_dict())
 
-    summary = distill(cfg, tmp_path / "student", quiet=True)
-    assert summary["step"] == 2
-    rows = [json.loads(line) for line in (tmp_path / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert open_checkpoint(student).config.to_dict() == cfg.to_dict()  # the run below: this config, trained
+    rows = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
     for key in ("loss_G_gan", "loss_G_recon", "loss_G_gt", "loss_G_feature", "loss_D"):
         assert all(key in r and r[key] == r[key] for r in rows), key  # logged, and not NaN
-    saved = load_file(tmp_path / "student" / "step-00000002" / "weights.safetensors")
+    saved = load_file(student / "step-00000002" / "weights.safetensors")
     assert any(k.startswith("generators.G.adapters.") for k in saved)
     assert not any("teacher" in k for k in saved)  # the teacher is rebuilt from its own checkpoint
-    assert (tmp_path / "student" / "samples" / "step-00000002.png").is_file()
+    assert (student / "samples" / "step-00000002.png").is_file()
 
 
 def test_one_direction_of_a_tiny_cyclegan_distils_through_the_cli(teachers, tmp_path, monkeypatch):
@@ -159,10 +167,9 @@ def test_a_distillation_resumes_exactly(teachers, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_student_exports_translates_evaluates_and_reports(teachers, tmp_path, monkeypatch):
+def test_a_student_exports_translates_evaluates_and_reports(student, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    distill(build_config(teachers["pix2pix"], width=0.5, steps=2), Path("student"), quiet=True)
-    code, out = invoke("export", "student", "--out", "student.onnx")
+    code, out = invoke("export", student, "--out", "student.onnx")
     assert code == 0 and "exported distill G (AtoB, step 2, fp32)" in out, out
     model = onnx.load("student.onnx")
     assert not any("adapters" in init.name for init in model.graph.initializer)
@@ -170,13 +177,28 @@ def test_a_student_exports_translates_evaluates_and_reports(teachers, tmp_path, 
     Image.new("RGB", (40, 24), (200, 30, 90)).save("in/x.png")
     code, out = invoke("run", "in", "out", "--model", "student.onnx", "--seed", "0")
     assert code == 0 and Image.open("out/x.png").size == (40, 24), out
-    code, out = invoke("eval", "student", "--no-fid", "--n", "4")
+    code, out = invoke("eval", student, "--no-fid", "--n", "4")
     assert code == 0, out
     assert "against its teacher" in out and "MACs (32x32)" in out and "onnxruntime CPU img/s" in out
-    comparison = json.loads(Path("student/eval.json").read_text())["comparison"]
+    comparison = json.loads((student / "eval.json").read_text())["comparison"]
     assert comparison["teacher_step"] == 2 and comparison["directions"]["AtoB"]["student"]["n"] == 4
-    code, out = invoke("report", "student", "--gallery", "2")
-    assert code == 0 and Path("student/report.html").stat().st_size > 1000, out
+    code, out = invoke("report", student, "--gallery", "2")
+    assert code == 0 and (student / "report.html").stat().st_size > 1000, out
+
+
+def test_the_speed_benchmark_compares_teacher_student_and_int8(student, tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "bench" / "distill_speed.py"), str(student), "--rounds", "1",
+                          "--seconds", "0", "--images", "2", "--calibration", "2", "--json", str(tmp_path / "s.json")],
+                         capture_output=True, text=True, timeout=300, cwd=root)
+    assert run.returncode == 0, run.stderr[-3000:]
+    models = json.loads((tmp_path / "s.json").read_text())["models"]
+    assert list(models) == ["teacher fp32", "pix2pix-w0.5 fp32", "pix2pix-w0.5 int8"]
+    assert models["teacher fp32"]["vs_teacher"] == 1.0 and models["pix2pix-w0.5 int8"]["psnr_vs_fp32"] > 20
+    assert models["pix2pix-w0.5 fp32"]["macs"] < models["teacher fp32"]["macs"]
 
 
 # --- errors ------------------------------------------------------------------------------------------
