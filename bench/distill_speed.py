@@ -139,7 +139,7 @@ def main() -> None:
     if args.json:
         out = {"side": side, "threads": cpu_count(), "rounds": args.rounds, "seconds": args.seconds,
                "onnxruntime": ort.__version__, "torch": torch.__version__, "machine": platform.machine(),
-               "images": int(len(x)), "models": info}
+               "images": len(x), "models": info}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"-> {args.json}")

@@ -193,7 +193,7 @@ def test_the_speed_benchmark_compares_teacher_student_and_int8(student, tmp_path
     root = Path(__file__).resolve().parents[1]
     run = subprocess.run([sys.executable, str(root / "bench" / "distill_speed.py"), str(student), "--rounds", "1",
                           "--seconds", "0", "--images", "2", "--calibration", "2", "--json", str(tmp_path / "s.json")],
-                         capture_output=True, text=True, timeout=300, cwd=root)
+                         capture_output=True, text=True, timeout=300, cwd=root, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     models = json.loads((tmp_path / "s.json").read_text())["models"]
     assert list(models) == ["teacher fp32", "pix2pix-w0.5 fp32", "pix2pix-w0.5 int8"]

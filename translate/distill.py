@@ -241,9 +241,9 @@ def format_comparison(comparison: dict[str, Any]) -> str:
     """The comparison as a table per direction: teacher, student, and the ratio that matters."""
     from .metrics import METRIC
 
-    lines = [f"student (width {comparison['width']:g}, {comparison['blocks']} blocks, step {comparison['student_step']}) "
-             f"against its teacher {comparison['teacher']} ({comparison['teacher_model']}, step "
-             f"{comparison['teacher_step']})"]
+    lines = [(f"student (width {comparison['width']:g}, {comparison['blocks']} blocks, step "
+              f"{comparison['student_step']}) against its teacher {comparison['teacher']} "
+              f"({comparison['teacher_model']}, step {comparison['teacher_step']})")]
     for direction, row in comparison["directions"].items():
         t, s = row["teacher"], row["student"]
         side = row["side"]
@@ -258,7 +258,8 @@ def format_comparison(comparison: dict[str, Any]) -> str:
                 continue
             m = METRIC[name]
             diff = (s[name] - t[name]) * m.scale if s.get(name) is not None and t.get(name) is not None else None
-            rows.append([m.label, m.format(t), m.format(s), "-" if diff is None else f"{diff:+.4g}"])
+            signed = "-" if diff is None else m.fmt.replace("{:", "{:+").format(diff)
+            rows.append([m.label, m.format(t), m.format(s), signed])
         if "psnr_vs_teacher" in s:
             rows.append(["PSNR dB vs teacher's output", "-", f"{s['psnr_vs_teacher']:.2f}", ""])
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
