@@ -32,6 +32,10 @@ otherwise, its ``train_defaults`` and ``recipes``, ``check_config``, whether its
 ``needs_double_backward``, ``refresh_norm_stats`` for averaged generators and
 ``prepare_sample_batch``. A new family is one file: a subclass registered with
 :func:`translate.models.register`.
+
+For distillation (``models/distill.py``) a :class:`Translation` also names the discriminator that
+judges it, and a family may say its batches' kind per config (``data_of``), the teacher it was
+distilled from (``distilled_from``) and what training loads besides its weights (``setup_training``).
 """
 from __future__ import annotations
 
