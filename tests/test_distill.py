@@ -56,11 +56,14 @@ def student(teachers, tmp_path_factory) -> Path:
 
 
 # --- the student's cost, counted by hand --------------------------------------------------------------
-def _student(blocks: str) -> torch.nn.Module:
-    """G_AB of a distillation (width 0.5) of a CycleGAN config: ResNet-6, ngf 8, instance norm, 16 px."""
-    teacher = train_config({"model": "cyclegan", "size": 16, "ngf": 8, "generator": "resnet_6blocks"})
-    cfg = DistillConfig(teacher_config=teacher.to_dict(), students="G_AB", width=0.5, blocks=blocks)
-    return Distill(cfg, TrainConfig(model="distill", size=16)).generators["G_AB"]
+def _student(blocks: str, model: str = "cyclegan") -> torch.nn.Module:
+    """The first student of a distillation (width 0.5) of a config with ngf 8: CycleGAN's G_AB
+    (ResNet-6, instance norm) at 16 px, or pix2pix's G (U-Net, batch norm) at 32 px."""
+    size = 16 if model == "cyclegan" else 32
+    teacher = train_config({"model": model, "size": size, "ngf": 8, "generator": "resnet_6blocks"}
+                           if model == "cyclegan" else {"model": model, "size": size, "ngf": 8})
+    cfg = DistillConfig(teacher_config=teacher.to_dict(), width=0.5, blocks=blocks)
+    return next(iter(Distill(cfg, TrainConfig(model="distill", size=size)).generators.values()))
 
 
 def test_a_students_macs_and_parameters_match_a_hand_count():
@@ -107,8 +110,13 @@ def test_the_feature_hooks_return_the_layers_asked_for():
         assert not any(m._forward_hooks for m in net.modules())  # gone after the block
     # a student's adapters map its channels onto the teacher's at the same layers
     student = _student("mobile")
-    assert student.layers == ["model.9", "model.11", "model.13", "model.15"]
+    assert student.layers == student.teacher_layers == ["model.9", "model.11", "model.13", "model.15"]
     assert [(a.in_channels, a.out_channels) for a in student.adapters] == [(16, 32)] * 4
+    # a mobile U-Net's layers sit elsewhere in its blocks than the teacher's: each side taps its own
+    student = _student("mobile", "pix2pix")
+    assert student.layers == ["up.1.4", "up.2.4", "up.3.4", "up.4.4"]
+    assert student.teacher_layers == ["up.1.2", "up.2.2", "up.3.2", "up.4.2"]
+    assert [(a.in_channels, a.out_channels) for a in student.adapters] == [(4, 8), (8, 16), (16, 32), (32, 64)]
 
 
 # --- training ----------------------------------------------------------------------------------------
@@ -158,7 +166,7 @@ def test_one_direction_of_a_tiny_cyclegan_distils_through_the_cli(teachers, tmp_
 
 
 def test_a_distillation_resumes_exactly(teachers, tmp_path):
-    cfg = build_config(teachers["pix2pix"], width=0.5, steps=4, options={"checkpoint_every": 2})
+    cfg = build_config(teachers["pix2pix"], width=0.5, blocks="mobile", steps=4, options={"checkpoint_every": 2})
     distill(cfg, tmp_path / "whole", quiet=True)
     distill(cfg, tmp_path / "stopped", quiet=True, stop_at=2)
     code, out = invoke("train", "--resume", tmp_path / "stopped")

@@ -79,13 +79,16 @@ def student_names(cfg: DistillConfig) -> list[str]:
 
 class Student(nn.Module):
     """A distilled generator: ``net``, the small network that is exported and deployed, and
-    ``adapters``, 1x1 convolutions mapping its activations at ``layers`` onto the teacher's
-    channels while it learns. ``forward`` is ``net``'s alone, so an export leaves the adapters out."""
+    ``adapters``, 1x1 convolutions mapping its activations at ``layers`` onto the teacher's at
+    ``teacher_layers`` (the same places; their names differ where the blocks do) while it learns.
+    ``forward`` is ``net``'s alone, so an export leaves the adapters out."""
 
-    def __init__(self, net: nn.Module, layers: list[str], adapters: list[nn.Module]) -> None:
+    def __init__(self, net: nn.Module, layers: list[str], adapters: list[nn.Module],
+                 teacher_layers: list[str] | None = None) -> None:
         super().__init__()
         self.net = net
         self.layers = list(layers)
+        self.teacher_layers = list(teacher_layers if teacher_layers is not None else layers)
         self.adapters = nn.ModuleList(adapters)
 
     @property
@@ -118,9 +121,9 @@ def _channels_at(net: nn.Module, layers: list[str]) -> list[int]:
     order = [(name, channels(m)) for name, m in net.named_modules()]
     out = []
     for layer in layers:
+        at = next((i for i, (name, _) in enumerate(order) if name == layer), None)
         inside = [c for name, c in order if (name == layer or name.startswith(layer + ".")) and c]
-        at = next((i for i, (name, _) in enumerate(order) if name == layer), 0)
-        before = [c for _, c in order[:at] if c]
+        before = [c for _, c in order[:at] if c] if at is not None else []
         if not (inside or before):
             raise ConfigError(f"cannot tell how many channels {type(net).__name__}.{layer} makes; add "
                               f"--set lambda_feature=0")
@@ -197,16 +200,20 @@ class Distill(GANModel):
         for tr in self.directions:
             net = inner.generators[tr.generator]
             layers: list[str] = []
+            t_layers: list[str] = []
             adapters: list[nn.Module] = []
             if cfg.lambda_feature > 0:
-                if not hasattr(net, "feature_layers"):
+                t_net = teacher_shape.generators[tr.generator]
+                if not (hasattr(net, "feature_layers") and hasattr(t_net, "feature_layers")):
                     raise ConfigError(f"the {tfam.family} generator {tr.generator} names no layers for feature "
                                       f"distillation; add --set lambda_feature=0")
-                layers = net.feature_layers(cfg.feature_layers)
-                s_ch = _channels_at(net, layers)
-                t_ch = _channels_at(teacher_shape.generators[tr.generator], layers)
+                layers, t_layers = net.feature_layers(cfg.feature_layers), t_net.feature_layers(cfg.feature_layers)
+                if len(layers) != len(t_layers):
+                    raise ConfigError(f"the {tr.generator} student and teacher name {len(layers)} and {len(t_layers)} "
+                                      f"feature layers; add --set lambda_feature=0")
+                s_ch, t_ch = _channels_at(net, layers), _channels_at(t_net, t_layers)
                 adapters = [init_weights(nn.Conv2d(s, t, 1), *init) for s, t in zip(s_ch, t_ch)]
-            students[tr.generator] = Student(net, layers, adapters)
+            students[tr.generator] = Student(net, layers, adapters, t_layers)
             judge = tr.discriminator or (next(iter(inner.discriminators)) if len(inner.discriminators) == 1 else "")
             if judge not in inner.discriminators:
                 raise ConfigError(f"the {tfam.family} family does not say which discriminator judges {tr.direction} "
@@ -285,7 +292,7 @@ class Distill(GANModel):
             g = tr.generator
             student, teacher = self.generators[g], self._teacher(g)
             src = batch[tr.source]
-            with torch.no_grad(), tap_features(teacher, student.layers) as t_features:
+            with torch.no_grad(), tap_features(teacher, student.teacher_layers) as t_features:
                 target = teacher(src)
             with tap_features(student.net, student.layers) as s_features:
                 out = student(src)
@@ -295,8 +302,8 @@ class Distill(GANModel):
                 parts["gt"] = cfg.lambda_gt * F.l1_loss(out, batch[tr.target])
             if student.layers:
                 parts["feature"] = cfg.lambda_feature * sum(
-                    F.mse_loss(adapt(s_features[name]), t_features[name])
-                    for name, adapt in zip(student.layers, student.adapters))
+                    F.mse_loss(adapt(s_features[name]), t_features[t_name])
+                    for name, t_name, adapt in zip(student.layers, student.teacher_layers, student.adapters))
             backward(sum(parts.values()))
             logs.update({f"loss_{g}_{k}": v.detach() for k, v in parts.items()})
             fakes[f"src_{g}"], fakes[f"fake_{g}"] = src.detach(), out.detach()
