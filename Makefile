@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench web-deps clean
+.PHONY: setup demo test test-all bench web-deps gpu-wheels clean
 
 $(BIN)/translate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python bench/train_speed.py --json bench/results/train_speed.json
+
+## The wheels the GPU machine lacks, into the git-ignored .whl/, checked against the 64 MiB a device call
+## carries (bench/gpu_wheels.py); then run bash bench/gpu_check.sh there with .whl carried (docs/benchmarks.md).
+gpu-wheels:
+	$(PYTHON) bench/gpu_wheels.py --dest .whl
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,4 +1,5 @@
-"""Seconds per training iteration and peak memory of CycleGAN and pix2pix at the reference sizes.
+"""Seconds per training iteration and peak memory of CycleGAN, pix2pix, CUT and FastCUT at the
+reference sizes.
 
 Each case runs in its own process (so peak memory is its own) through the real Trainer step:
 discriminator update(s) then generator update, at batch 1 and 256x256 by default. The fp32 matmul
@@ -19,6 +20,12 @@ rendered once into a temporary folder (the embedded scenes, at the reference 286
 
 ``cyclegan-reference`` re-enacts the reference implementation's iteration on the same networks
 (bench/reference_cyclegan.py), so the speed-up and memory ratio come from one run.
+``cut-reference`` and ``fastcut-reference`` run the reference CUT implementation from its own code
+(taesungp/contrastive-unpaired-translation, a checkout given with ``--reference-cut DIR``;
+bench/reference_cut.py), so CUT's ratios to it and to our CycleGAN come from one run too:
+
+    python bench/train_speed.py --cases cyclegan cut fastcut cut-reference fastcut-reference \
+        --reference-cut /tmp/cut-ref --json bench/results/train_speed_cut.json
 """
 from __future__ import annotations
 
@@ -44,7 +51,17 @@ CASES = {
     "pix2pix": ("pix2pix", "unet", {}),
     # the reference implementation's iteration on the same networks (bench/reference_cyclegan.py)
     "cyclegan-reference": ("cyclegan", "resnet_9blocks", {}),
+    "cut": ("cut", "resnet_9blocks", {}),
+    "fastcut": ("fastcut", "resnet_9blocks", {}),
+    # the reference CUT implementation's own code (bench/reference_cut.py; needs --reference-cut DIR)
+    "cut-reference": ("cut", "resnet_9blocks", {}),
+    "fastcut-reference": ("fastcut", "resnet_9blocks", {}),
 }
+REFERENCE_CUT = {"cut-reference": "CUT", "fastcut-reference": "FastCUT"}
+DEFAULT_CASES = ["cyclegan", "pix2pix", "cyclegan-reference", "cut", "fastcut"]
+# same-run comparisons printed at the end: (case, against it)
+COMPARISONS = [("cyclegan", "cyclegan-reference"), ("cut", "cyclegan"), ("fastcut", "cyclegan"),
+               ("cut", "cut-reference"), ("fastcut", "fastcut-reference")]
 
 def matmul_gflops(device: str, n: int = 2048, repeats: int = 10) -> float:
     import torch
@@ -151,7 +168,7 @@ class TimedBatches:
 
 
 def run_case(name: str, size: int, batch: int, iters: int, device: str, mode: str, winograd: bool,
-             data: tuple[str, str] | None = None, workers: int = -1) -> dict:
+             data: tuple[str, str] | None = None, workers: int = -1, reference_cut: str | None = None) -> dict:
     import torch
 
     from translate.data import TranslationDataset, detect_layout, make_loader
@@ -163,6 +180,12 @@ def run_case(name: str, size: int, batch: int, iters: int, device: str, mode: st
 
     if name == "cyclegan-reference":
         return run_reference(size, batch, iters)
+    if name in REFERENCE_CUT:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from reference_cut import measure_reference
+
+        return measure_reference(reference_cut, REFERENCE_CUT[name], size, batch, iters, resolve_device(device).type,
+                                 data[0] if data else None)
     amp, channels_last, compiled = MODES[mode]
     model_name, generator, extra = CASES[name]
     cfg = build_config({"model": model_name, "size": size, "batch_size": batch, "steps": 10_000, "device": device,
@@ -176,9 +199,11 @@ def run_case(name: str, size: int, batch: int, iters: int, device: str, mode: st
     trainer = Trainer(model, cfg, device=dev, total_steps=10_000,
                       loader_factory=lambda start: random_batches(batch, size), quiet=True)
     if data:
-        folder = data[0] if model_name == "cyclegan" else data[1]
-        dataset = TranslationDataset(detect_layout(folder), size=size, load_size=None, flip=True,
-                                     unpaired=model_name == "cyclegan")
+        from translate.models import family
+
+        unpaired = family(model_name).data == "unpaired"
+        folder = data[0] if unpaired else data[1]
+        dataset = TranslationDataset(detect_layout(folder), size=size, load_size=None, flip=True, unpaired=unpaired)
         stream = TimedBatches(make_loader(dataset, batch_size=batch, seed=0, start=0, workers=cfg.train.workers,
                                           pin_memory=dev.type == "cuda"))
     else:
@@ -218,7 +243,7 @@ def run_reference(size: int, batch: int, iters: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=list(CASES))
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=None,
                     help="precision/compile modes per case [CUDA: all; CPU: fp32]")
     ap.add_argument("--rounds", type=int, default=1,
@@ -233,6 +258,9 @@ def main() -> None:
     ap.add_argument("--data-aligned", metavar="DIR", help="side-by-side A|B images for --loader (pix2pix)")
     ap.add_argument("--workers", type=int, default=-1, help="loader processes [cores - 1, at most 8]")
     ap.add_argument("--no-winograd", action="store_true", help="direct 3x3 convolutions on the CPU too")
+    ap.add_argument("--reference-cut", metavar="DIR",
+                    help="a checkout of taesungp/contrastive-unpaired-translation, for the *cut-reference cases "
+                         "[$CUT_REFERENCE]")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--_case", help=argparse.SUPPRESS)
     ap.add_argument("--_mode", help=argparse.SUPPRESS)
@@ -241,8 +269,12 @@ def main() -> None:
     if args._case:  # child process: one case, JSON on stdout
         data = (args.data_unpaired, args.data_aligned) if args.loader else None
         print(json.dumps(run_case(args._case, args.size, args.batch, args.iters, args.device, args._mode,
-                                  not args.no_winograd, data, args.workers)))
+                                  not args.no_winograd, data, args.workers, args.reference_cut)))
         return
+    if any(c in REFERENCE_CUT for c in args.cases):
+        from reference_cut import reference_dir
+
+        args.reference_cut = reference_dir(args.reference_cut)
 
     import tempfile
 
@@ -264,7 +296,7 @@ def main() -> None:
     results = []
     for rnd in range(args.rounds):
         for case in args.cases:
-            for mode in (["fp32"] if case == "cyclegan-reference" else modes):
+            for mode in (["fp32"] if case.endswith("-reference") else modes):
                 cmd = [sys.executable, __file__, "--_case", case, "--_mode", mode, "--size", str(args.size),
                        "--batch", str(args.batch), "--iters", str(args.iters), "--device", args.device,
                        "--workers", str(args.workers)]
@@ -272,6 +304,8 @@ def main() -> None:
                     cmd += ["--loader", "--data-unpaired", args.data_unpaired, "--data-aligned", args.data_aligned]
                 if args.no_winograd:
                     cmd.append("--no-winograd")
+                if args.reference_cut:
+                    cmd += ["--reference-cut", args.reference_cut]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if out.returncode != 0:
                     sys.exit(f"case {case} ({mode}) failed:\n{out.stderr[-3000:]}")
@@ -299,19 +333,24 @@ def main() -> None:
         print(f"{r['case']:19} {r['mode']:>11} {r['size']:>5} {r['batch']:>5} {r['amp_dtype']:>8} "
               f"{r['sec_per_iter']:>8.3f} {r['it_per_s']:>7.2f} {speed:>7} {r['achieved_gflops']:>8.1f} "
               f"{r['fraction_of_matmul']:>9.0%} {r['peak_mem_gb']:>8.2f}GB {wait:>9}")
-    # same-run comparison with the reference's iteration on the same networks
+    # same-run comparisons: CycleGAN with the reference's iteration on the same networks, CUT and
+    # FastCUT with our CycleGAN and with the reference CUT's own code
     summary = {}
-    for rnd in range(args.rounds):
-        by = {r["case"]: r for r in results if r["round"] == rnd and r["mode"] == "fp32"}
-        if "cyclegan" in by and "cyclegan-reference" in by:
-            ours, ref = by["cyclegan"], by["cyclegan-reference"]
-            summary.setdefault("speedup", []).append(ref["sec_per_iter"] / ours["sec_per_iter"])
-            summary.setdefault("memory", []).append(ours["peak_mem_gb"] / ref["peak_mem_gb"])
-    if summary:
-        speed, mem = statistics.median(summary["speedup"]), statistics.median(summary["memory"])
-        print(f"CycleGAN vs the reference's iteration, same networks, same run: {speed:.2f}x the speed, "
-              f"{mem:.2f}x the peak memory (median of {len(summary['speedup'])} round(s))")
-        summary = {"speedup_vs_reference": speed, "memory_vs_reference": mem, "rounds": summary}
+    for case, other in COMPARISONS:
+        speed, mem = [], []
+        for rnd in range(args.rounds):
+            by = {r["case"]: r for r in results if r["round"] == rnd and r["mode"] == "fp32"}
+            if case in by and other in by:
+                speed.append(by[other]["sec_per_iter"] / by[case]["sec_per_iter"])
+                mem.append(by[case]["peak_mem_gb"] / by[other]["peak_mem_gb"])
+        if speed:
+            print(f"{case} vs {other}, same run: {statistics.median(speed):.2f}x the iterations per second, "
+                  f"{statistics.median(mem):.2f}x the peak memory (median of {len(speed)} round(s))")
+            summary[f"{case}_vs_{other}"] = {"speed": statistics.median(speed), "memory": statistics.median(mem),
+                                             "rounds": {"speed": speed, "memory": mem}}
+    if "cyclegan_vs_cyclegan-reference" in summary:  # the names earlier runs' JSON used
+        summary["speedup_vs_reference"] = summary["cyclegan_vs_cyclegan-reference"]["speed"]
+        summary["memory_vs_reference"] = summary["cyclegan_vs_cyclegan-reference"]["memory"]
     targets = {}
     for case in args.cases:  # the issue's targets: AMP + channels_last >= 2x fp32 eager, data waits < 5 %
         amp = [r["speedup_vs_fp32"] for r in results if r["case"] == case and r["mode"] == "amp"]

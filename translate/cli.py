@@ -137,13 +137,15 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @cli.command()
 @click.option("--model", type=_Registered(_families), default=None,
               help="Model family. Default: cyclegan for trainA/trainB folders, pix2pix for paired data, "
-                   "dcgan for array files. dcgan / cgan generate images from noise (and a class).")
+                   "dcgan for array files. cut / fastcut translate unpaired folders one way with one generator; "
+                   "dcgan / cgan generate images from noise (and a class).")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Data folder (trainA/ + trainB/, A/ + B/, or train/ with side-by-side AB images; for dcgan/cgan "
                    "DIR/<class>/*.png, a folder of images or an .npz of images x and labels y). "
                    "Default: the embedded synthetic data set.")
 @click.option("--recipe", type=_Registered(_recipes), default=None,
-              help="A set of stabilisers under your own options (docs/stabilisers.md).")
+              help="A set of options under your own: stable (docs/stabilisers.md), hd (pix2pix: pix2pixHD's "
+                   "multi-scale discriminators and feature matching).")
 @click.option("--pair", default=None, metavar="NAME",
               help="A named data set ('translate data list'): downloaded if missing, trained with its recipe.")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
@@ -157,7 +159,8 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--lr", type=float, default=None, help="Learning rate of both optimisers. [2e-4]")
 @click.option("--gan-loss", type=click.Choice(["minimax", "nonsaturating", "lsgan", "wgan", "wgan-gp", "hinge"]),
               default=None, help="Adversarial loss. [cyclegan: lsgan, pix2pix: nonsaturating]")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None, help="pix2pix direction. [AtoB]")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
+              help="What pix2pix and cut / fastcut translate into what. [AtoB]")
 @click.option("--device", default=None, help="auto | cpu | cuda | cuda:N. [auto: CUDA when present]")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
               help="Mixed precision. [auto: bf16 on CUDA where supported, else fp16; off on the CPU]")
@@ -181,6 +184,9 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
               help="Score a fixed validation subset every N steps; the best checkpoint goes to RUN/best/. [off]")
 @click.option("--eval-metric", type=click.Choice(EVAL_METRICS),
               default=None, help="What --eval-every keeps the best checkpoint by. [fid]")
+@click.option("--max-minutes", type=float, default=None, metavar="M",
+              help="Stop (with a checkpoint) after M minutes of training; --eval-every's scoring is not counted. "
+                   "[no limit]")
 @click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
               help="Any other config field, e.g. --set lambda_cycle=5 --set ema=0.999 (repeatable).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
@@ -193,7 +199,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.pass_context
 def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,
           set_values: tuple[str, ...], root: Path | None, mirror: str | None, **options: Any) -> None:
-    """Train a translator (CycleGAN, pix2pix) or an image generator (DCGAN, class-conditional GAN).
+    """Train a translator (CycleGAN, pix2pix, CUT) or an image generator (DCGAN, class-conditional GAN).
 
     \b
     Examples:
@@ -204,6 +210,7 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
       translate train --pair facades --size 128 --steps 5000
       translate train --data facades/ --holdout 40 --eval-every 500 --eval-metric l1
       translate train --data datasets/horse2zebra       # trainA/ trainB/ -> CycleGAN
+      translate train --pair horse2zebra --model cut    # CUT, with its own recipe for the set
       translate train --data datasets/facades --model pix2pix --direction BtoA --size 256
       translate train --resume checkpoints/facades-pix2pix --steps 20000
     """
@@ -268,7 +275,8 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
         if summary["interrupted"]:
             sys.exit(130)
         return
-    status = "interrupted" if summary["interrupted"] else "done"
+    status = "interrupted" if summary["interrupted"] else (
+        f"time budget reached (--max-minutes {cfg.train.max_minutes:g})" if summary.get("out_of_time") else "done")
     click.echo(f"{status}: step {summary['step']} of {summary['total_steps']} | run {target} | "
                f"samples {target / 'samples'} | loss curves {target / 'loss_curves.png'}", err=quiet)
     if summary["interrupted"]:
@@ -373,7 +381,7 @@ def _compare_at_end(target: Path, fid: bool) -> None:
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--generator", default=None, metavar="NAME",
-              help="Which generator: G (pix2pix), G_AB or G_BA (CycleGAN). [the first: G or G_AB]")
+              help="Which generator: G (pix2pix, cut), G_AB or G_BA (CycleGAN). [the first: G or G_AB]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output file. [export/<run>[-<generator>][-fp16|-int8].onnx]")
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
@@ -424,28 +432,40 @@ def export(ctx: click.Context, source: Path, generator: str | None, out: Path | 
               help="keep: translate at the image's own size; N: scale so the shorter side is N px first.")
 @click.option("--provider", type=click.Choice(["auto", "cuda", "tensorrt", "cpu"]), default="auto",
               show_default=True, help="auto prefers TensorRT, then CUDA, then the CPU.")
-@click.option("--workers", type=int, default=None, help="Threads decoding and writing images. [cores, 2 to 8]")
+@click.option("--workers", type=int, default=None,
+              help="Threads decoding and writing images [cores, 2 to 8]; with --ray, decode and write tasks at once "
+                   "across the cluster [as its free CPUs allow].")
 @click.option("--tile", type=int, default=1024, show_default=True,
               help="Images with more pixels than N x N go through in overlapping tiles (0: never).")
 @click.option("--seed", type=int, default=None, help="Repeatable noise for pix2pix-style models. [fresh noise]")
 @click.option("--overwrite", is_flag=True, help="Translate again where an output exists. [skip it: resumable]")
 @click.option("--format", "fmt", type=click.Choice(["same", "png", "jpg"]), default="same", show_default=True,
               help="Output format.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto", metavar="[auto|local|ADDRESS]",
+              help="Run on a Ray cluster (pip install 'translate[ray]'): auto joins the running one (RAY_ADDRESS, "
+                   "ray start) or starts one here, local always starts one here, ADDRESS (HOST:PORT) joins that "
+                   "one. Give it after INPUT OUT.")
+@click.option("--actors", default=None, metavar="N|MIN:MAX",
+              help="With --ray: model actors, a fixed pool or an autoscaling one. [one per GPU, else per machine]")
+@click.option("--gpus-per-actor", type=float, default=None, metavar="F",
+              help="With --ray: GPUs per actor (0.5: two actors share a GPU). [1 if the cluster has GPUs, else 0]")
 @click.pass_context
 def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, checkpoint: Path | None,
         generator: str | None, batch_size: int, resize: str, provider: str, workers: int | None, tile: int,
-        seed: int | None, overwrite: bool, fmt: str) -> None:
+        seed: int | None, overwrite: bool, fmt: str, ray_address: str | None, actors: str | None,
+        gpus_per_actor: float | None) -> None:
     """Translate images with an exported model: INPUT (a folder, one image, or a text file of paths)
-    -> OUT (a folder mirroring INPUT's structure).
+    -> OUT (a folder mirroring INPUT's structure). With --ray, on a Ray cluster (docs/scaling.md).
 
     \b
     Examples:
       translate run photos/ zebras/                          # newest model in export/
       translate run photos/ out/ --model export/h2z.onnx --batch-size 8 --format jpg
       translate run list.txt out/ --checkpoint checkpoints/facades-pix2pix --seed 0
+      translate run /shared/photos /shared/zebras --model export/h2z.onnx --ray --actors 8
     """
     from .errors import ConfigError
-    from .runtime import Translator, newest_model, plan_jobs, run_jobs
+    from .runtime import Translator, plan_jobs, run_jobs
 
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
@@ -455,20 +475,29 @@ def run(ctx: click.Context, input_path: Path, out: Path, model: Path | None, che
         raise ConfigError(f"--resize takes 'keep' or a size in pixels (8 or more), not {resize!r}")
     if model is not None and checkpoint is not None:
         raise ConfigError("--model and --checkpoint both name the model; give one")
+    if ray_address is None and (actors is not None or gpus_per_actor is not None):
+        raise ConfigError("--actors and --gpus-per-actor go with --ray (a Ray cluster); add --ray or drop them")
+    if ray_address is not None:
+        from . import ray_run
+
+        ray_run.check_options(ray_address, actors, gpus_per_actor, provider)  # before any work
     jobs = plan_jobs(input_path, out, fmt)  # bad paths fail before a model is loaded
     _check_writable(jobs[0].dst.parent if len(jobs) == 1 else out)
-    if checkpoint is not None:
-        model = _export_for_run(checkpoint, generator, provider, ctx.obj["quiet"])
-    elif model is None:
-        model = newest_model("export")
-        if model is None:
-            raise ConfigError("no --model given and export/ holds no .onnx file; export one with 'translate export "
-                              "checkpoints/<run>', or pass --model FILE.onnx or --checkpoint RUN_DIR")
-        log.info("using %s (the newest model in export/)", model)
-    translator = Translator(model, provider=provider, seed=seed, tile=tile, batch_size=batch_size)
-    log.info("model %s on %s | %d image(s) -> %s", model, translator.provider, len(jobs), out)
-    summary = run_jobs(translator, jobs, workers=workers, overwrite=overwrite,
-                       resize=None if resize == "keep" else int(resize), progress=not ctx.obj["quiet"])
+    target = provider  # where the model will run: fp16 is exported for GPUs
+    if ray_address is not None and provider == "auto" and gpus_per_actor is not None:
+        target = "cuda" if gpus_per_actor > 0 else "cpu"  # the actors', not this machine's
+    model = _model_or_newest(model, checkpoint, generator, target, ctx.obj["quiet"], given="--model FILE.onnx")
+    if ray_address is not None:
+        log.info("model %s | %d image(s) -> %s", model, len(jobs), out)
+        summary = ray_run.run_on_ray(jobs, model, address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor,
+                                     batch_size=batch_size, resize=None if resize == "keep" else int(resize),
+                                     provider=provider, tile=tile, seed=seed, overwrite=overwrite, workers=workers,
+                                     progress=not ctx.obj["quiet"])
+    else:
+        translator = Translator(model, provider=provider, seed=seed, tile=tile, batch_size=batch_size)
+        log.info("model %s on %s | %d image(s) -> %s", model, translator.provider, len(jobs), out)
+        summary = run_jobs(translator, jobs, workers=workers, overwrite=overwrite,
+                           resize=None if resize == "keep" else int(resize), progress=not ctx.obj["quiet"])
     for src, reason in summary.failed:
         click.echo(f"failed: {src}: {reason}", err=True)
     rate = summary.done / summary.seconds if summary.seconds else 0.0
@@ -516,21 +545,21 @@ def _export_for_run(source: Path, generator: str | None, provider: str, quiet: b
 
 # --- translate serve / web --------------------------------------------------------------------------
 def _model_or_newest(model: Path | None, checkpoint: Path | None, generator: str | None, provider: str,
-                     quiet: bool) -> Path:
-    """MODEL.onnx, or a run's generator exported on the fly (--checkpoint), or the newest model in
-    export/ (as `translate run` picks it)."""
+                     quiet: bool, given: str = "MODEL.onnx") -> Path:
+    """The model ``given`` (how the command names it), or a run's generator exported on the fly
+    (--checkpoint), or the newest model in export/; the same choice for `translate run` and `serve`."""
     from .errors import ConfigError
     from .runtime import newest_model
 
     if model is not None and checkpoint is not None:
-        raise ConfigError("MODEL.onnx and --checkpoint both name the model; give one")
+        raise ConfigError(f"{given.split()[0]} and --checkpoint both name the model; give one")
     if checkpoint is not None:
         return _export_for_run(checkpoint, generator, provider, quiet)
     if model is None:
         model = newest_model("export")
         if model is None:
-            raise ConfigError("no MODEL.onnx given and export/ holds no .onnx file; export one with 'translate export "
-                              "checkpoints/<run>', or give MODEL.onnx or --checkpoint RUN_DIR")
+            raise ConfigError(f"no {given.split()[0]} given and export/ holds no .onnx file; export one with "
+                              f"'translate export checkpoints/<run>', or give {given} or --checkpoint RUN_DIR")
         log.info("using %s (the newest model in export/)", model)
     return model
 
@@ -709,7 +738,7 @@ def sample(source: Path | None, model: Path | None, n: int, class_: str | None, 
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True,
               help="val: the images the run held out (--holdout) or a val/ folder; test: test/ or testA/ + testB/.")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
-              help="Only this direction. [pix2pix: the run's; CycleGAN: both]")
+              help="Only this direction. [pix2pix, cut: the run's; CycleGAN: both]")
 @click.option("--n", "limit", type=click.IntRange(min=2), default=None, metavar="N",
               help="Score only N images (the first N of a translation split; N spread over the held-out "
                    "images of a dcgan / cgan). [all]")

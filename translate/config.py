@@ -34,6 +34,7 @@ class NetworkConfig:
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
     upsample: str = "transpose"  # transpose | resize (bilinear + conv, no checkerboard)
+    antialias: bool = False  # ResNet generator: blur-pool downsampling and blur upsampling (CUT's; not CycleGAN's)
     dropout: float = 0.0  # NoiseDropout probability in the generator
     gan_loss: str = "lsgan"
     pool_size: int = 50  # replay buffer of past fakes per discriminator; 0 disables
@@ -66,6 +67,8 @@ class Pix2PixConfig(NetworkConfig):
     pool_size: int = 0
     lambda_l1: float = 100.0
     direction: str = "AtoB"  # AtoB | BtoA
+    num_D: int = 1  # pix2pixHD: PatchGANs at 1, 1/2, 1/4 ... scale (average-pooled inputs), losses summed
+    lambda_feat: float = 0.0  # pix2pixHD: L1 between D's activations on real and fake pairs, for G (it uses 10)
 
 
 @dataclass
@@ -161,6 +164,7 @@ class TrainConfig:
     eval_every: int = 0  # score a fixed validation subset every N steps and keep the best checkpoint; 0: off
     eval_metric: str = "fid"  # what "best" means: fid | kid | l1 | psnr | ssim | class_accuracy
     eval_count: int = 50  # validation images (or samples) scored by --eval-every
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this many minutes of training (scoring not counted)
 
 
 @dataclass
@@ -298,6 +302,7 @@ def check_train(t: TrainConfig) -> None:
     need(t.holdout >= 0 and t.eval_every >= 0, "--holdout and --eval-every must be 0 or more")
     need(t.eval_count >= 2, "eval_count must be at least 2 (FID and KID need two images)")
     need(t.checkpoint_minutes >= 0, "checkpoint_minutes must be 0 (off) or more")
+    need(t.max_minutes >= 0, "--max-minutes must be 0 (no limit) or more")
     need(t.on_nan in ON_NAN, f"--on-nan must be one of {', '.join(ON_NAN)}, not {t.on_nan!r}")
     need(t.log in (None, "tensorboard"), f"--log takes tensorboard (or nothing), not {t.log!r}")
     need(t.eval_metric in EVAL_METRICS, f"unknown eval_metric {t.eval_metric!r}; choose one of "
@@ -327,6 +332,11 @@ def check_network(t: TrainConfig, m: NetworkConfig) -> None:
     need(m.discriminator in ("patch", "pixel"), f"unknown discriminator {m.discriminator!r}; choose patch or pixel")
     need(m.width > 0, f"width must be positive (a fraction or multiple of the generator's channels), not {m.width}")
     need(m.blocks in ("standard", "mobile"), f"blocks must be standard or mobile, not {m.blocks!r}")
+    if m.antialias:
+        need(m.generator.startswith("resnet_"), f"antialias is an option of the ResNet generators, not {m.generator}; "
+                                                 f"drop it or choose generator=resnet_9blocks")
+        need(m.upsample == "transpose", "antialias brings its own upsampling (blur, then convolution); "
+                                        "drop upsample=resize")
     if m.generator == "unet":
         need(t.size >= 32 and t.size & (t.size - 1) == 0,
              f"the U-Net generator needs a power-of-two --size of at least 32, got {t.size}")

@@ -553,6 +553,28 @@ def encode(rgb: np.ndarray, dst: Path, alpha: np.ndarray | None = None) -> None:
         img.save(tmp, format=fmt, **ENCODE_OPTIONS.get(fmt, {}))
 
 
+def unreadable(exc: BaseException) -> str:
+    """The report for an input that does not decode."""
+    return f"not a readable image ({type(exc).__name__}: {exc})"
+
+
+def split_alpha(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A decoded HWC array -> (RGB for the network, the alpha channel to put back or None)."""
+    return a[..., :3], (a[..., 3] if a.shape[2] == 4 else None)
+
+
+def translate_or_split(translator: Translator, arrays: Sequence[np.ndarray],
+                       keys: Sequence[str]) -> list[np.ndarray | str]:
+    """RGB arrays of one shape (at most a batch) -> their outputs; when the batch fails (e.g. out of
+    memory) each image is tried alone, and one that still fails gives its error message instead."""
+    try:
+        return list(translator.run_same_shape(arrays, keys))
+    except Exception as exc:  # noqa: BLE001 - reported per image, the rest go on
+        if len(arrays) > 1:
+            return [r for a, k in zip(arrays, keys) for r in translate_or_split(translator, [a], [k])]
+        return [f"translation failed: {exc}"]
+
+
 def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = None, overwrite: bool = False,
              resize: int | None = None, progress: bool = True) -> RunSummary:
     """Translate ``jobs`` with decoding and encoding on a thread pool, overlapped with inference:
@@ -585,20 +607,13 @@ def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = N
             bar.update(1)
 
     def infer(items: list[tuple[Job, np.ndarray]]) -> None:
-        arrays = [a[..., :3] for _, a in items]
-        try:
-            outs = translator.run_same_shape(arrays, [j.key for j, _ in items])
-        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: retry one image at a time
-            if len(items) > 1:
-                for item in items:
-                    infer([item])
-                return
-            summary.failed.append((items[0][0].src, f"translation failed: {exc}"))
-            bar.update(1)
-            return
+        outs = translate_or_split(translator, [a[..., :3] for _, a in items], [j.key for j, _ in items])
         for (job, a), rgb in zip(items, outs):
-            alpha = a[..., 3] if a.shape[2] == 4 else None
-            writes.append((job, pool.submit(encode, rgb, job.dst, alpha)))
+            if isinstance(rgb, str):
+                summary.failed.append((job.src, rgb))
+                bar.update(1)
+                continue
+            writes.append((job, pool.submit(encode, rgb, job.dst, split_alpha(a)[1])))
         finish_writes(block=False)
         bar.set_postfix_str(f"{(bar.n + len(writes)) / max(time.perf_counter() - start, 1e-9):.2f} img/s",
                             refresh=False)
@@ -626,7 +641,7 @@ def run_jobs(translator: Translator, jobs: list[Job], *, workers: int | None = N
             try:
                 rgb = fut.result()
             except Exception as exc:  # noqa: BLE001 - corrupt or not an image
-                summary.failed.append((job.src, f"not a readable image ({type(exc).__name__}: {exc})"))
+                summary.failed.append((job.src, unreadable(exc)))
                 bar.update(1)
                 continue
             shape = rgb.shape[:2]

@@ -51,14 +51,15 @@ def build_config(options: dict[str, Any], yaml_options: dict[str, Any] | None = 
         raise ConfigError(f"{fam.family} learns from real images: give --pair mnist (or fashion_mnist), --data "
                           f"FILE.npz (images x, labels y), --data DIR/<class>/*.png or --data DIR of images")
     merged["model"] = fam.family
+    _check_layout(fam, ds, layout)
     _apply_recipe(merged, fam)
-    for k, v in fam.train_defaults.items():
-        if not (k == "epochs" and merged.get("steps") is not None):
-            merged.setdefault(k, v)
     if layout is not None and layout.kind == "synthetic":  # sized to finish in a few minutes on two CPU cores
         for k, v in SYNTHETIC_DEFAULTS.items():
             if not (k == "steps" and merged.get("epochs") is not None):
                 merged.setdefault(k, v)
+    for k, v in fam.train_defaults.items():
+        if not (k == "epochs" and merged.get("steps") is not None):
+            merged.setdefault(k, v)
     train_kw, model_kw = split_options(merged, fam.config_class, fam.family, yaml_source)
     cfg = RunConfig(train=TrainConfig(**train_kw), model=fam.config_class(**model_kw))
     validate(cfg)
@@ -96,6 +97,32 @@ def _apply_recipe(merged: dict[str, Any], fam) -> None:
         merged.setdefault(k, v)
 
 
+LAYOUTS = {"unpaired": "unpaired trainA/ + trainB/ folders", "paired": "A/ + B/ folders of pairs",
+           "aligned": "side-by-side AB pairs", "synthetic": "the embedded scenes"}
+PAIR_LAYOUT = {"unpaired": "unpaired", "paired": "aligned"}  # a named data set's kind -> its folders' layout
+
+
+def _check_layout(fam, ds, layout) -> None:
+    """A family that trains on some layouts only (``layouts``: CUT on unpaired folders) refuses the
+    others in one line, before anything is downloaded."""
+    kind = PAIR_LAYOUT.get(ds.kind) if ds is not None else layout.kind if layout is not None else None
+    if not fam.layouts or kind is None or kind in fam.layouts:
+        return
+    what = f"{ds.name} is a paired data set" if ds is not None else f"{layout.root} holds {LAYOUTS[kind]}"
+    alternative = ""
+    if ds is not None:
+        from .data import pairs
+
+        unpaired = f"{ds.name}_unpaired"
+        alternative = f"; its unpaired copy is --pair {unpaired}" if unpaired in pairs.DATASETS else ""
+    from .models import default_family
+
+    wants = " or ".join(LAYOUTS[k] for k in fam.layouts if k != "synthetic")
+    other = default_family(kind)  # the family that trains this layout by default
+    raise ConfigError(f"{fam.family} trains on {wants}, and {what}{alternative}; train {other} on them "
+                      f"(--model {other}), or arrange the images as {wants}")
+
+
 def _pair_recipe(merged: dict[str, Any]):
     """Put a named data set's recipe under the user's options (in place); returns the entry."""
     from .data import pairs
@@ -105,10 +132,10 @@ def _pair_recipe(merged: dict[str, Any]):
         raise ConfigError(f"--pair {ds.name} and --data both name the training data; give one of them")
     if not ds.recipe:
         raise ConfigError(f"{ds.name} is not a training set ({ds.description}); see 'translate data list'")
-    recipe = dict(ds.recipe)
-    model = merged.get("model") or recipe["model"]
-    if model != recipe["model"]:  # another family: keep the recipe's schedule, not its losses
-        recipe = {k: v for k, v in recipe.items() if k in RECIPE_SHARED}
+    model = merged.get("model") or ds.recipe["model"]
+    recipe = ds.recipe_for(model)  # the data set's recipe for this family (CUT's on the CycleGAN sets)
+    if recipe is None:  # another family: keep the main recipe's schedule, not its losses
+        recipe = {k: v for k, v in ds.recipe.items() if k in RECIPE_SHARED}
     from .models import FAMILIES
 
     if model not in FAMILIES:
@@ -152,7 +179,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
 
 RESUME_OVERRIDABLE = ("steps", "epochs", "device", "workers", "stop_on_failure", "log_every", "sample_every",
                       "checkpoint_every", "checkpoint_minutes", "keep_last", "eval_every", "eval_metric", "eval_count",
-                      "compile", "channels_last", "on_nan", "log")
+                      "compile", "channels_last", "on_nan", "log", "max_minutes")
 
 
 def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = False,

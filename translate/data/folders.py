@@ -370,6 +370,17 @@ def default_workers(processes: int = 1) -> int:
     return max(0, min(8, (cpus - processes) // processes))
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT and SIGTERM to the training process. Ctrl-C in a terminal, SLURM
+    and ``kill -- -PGID`` signal the whole process group; the training process then finishes its
+    step, checkpoints and shuts its workers down itself. A worker killed by the signal first would
+    make the loader raise in the middle of that step, and the checkpoint would be lost."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset: TranslationDataset, *, batch_size: int, seed: int, start: int, workers: int,
                 pin_memory: bool, rank: int = 0, world: int = 1, local_processes: int = 1) -> DataLoader:
     """Batches from position ``start`` (in samples, over all ranks) of the stream; with ``world``
@@ -384,6 +395,7 @@ def make_loader(dataset: TranslationDataset, *, batch_size: int, seed: int, star
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
     )
 

@@ -53,6 +53,13 @@ CYCLEGAN_RECIPE: dict[str, Any] = {"model": "cyclegan", "size": 256, "epochs": 2
                                    "pool_size": 50}
 PIX2PIX_RECIPE: dict[str, Any] = {"model": "pix2pix", "size": 256, "epochs": 200, "batch_size": 1, "lr": 2e-4,
                                   "gan_loss": "nonsaturating", "lambda_l1": 100.0, "direction": "AtoB"}
+# CUT's reference recipe for its unpaired sets (Park et al. 2020 and taesungp/contrastive-unpaired-translation's
+# defaults): 200 + 200 epochs (FastCUT 150 + 50), LSGAN, Adam (0.5, 0.999), batch 1, no replay pool.
+CUT_RECIPE: dict[str, Any] = {"model": "cut", "size": 256, "epochs": 400, "decay_from": 0.5, "batch_size": 1,
+                              "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "gan_loss": "lsgan", "pool_size": 0,
+                              "lambda_nce": 1.0, "nce_idt": True}
+FASTCUT_RECIPE: dict[str, Any] = {**CUT_RECIPE, "model": "fastcut", "epochs": 200, "decay_from": 0.75,
+                                  "lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,7 @@ class Dataset:
     layout: tuple[str, ...]  # paths that must exist in the data set folder
     layout_note: str
     recipe: dict[str, Any] = field(default_factory=dict)  # empty: not a training set
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> its own recipe, besides recipe's
     archive_root: str | None = None  # the archive's top folder, whose contents become the data set folder
     counts: dict[str, int] = field(default_factory=dict)  # images per sub-folder, where published
     approx_bytes: int | None = None  # download size where the exact one is not published
@@ -95,6 +103,13 @@ class Dataset:
     def downloadable(self) -> bool:
         return self.manual is None and bool(self.files)
 
+    def recipe_for(self, model: str | None) -> dict[str, Any] | None:
+        """The recipe a run of family ``model`` (None: the data set's own) takes from this data set:
+        its main recipe, or the family's own one here; None when it has none for that family."""
+        if model is None or model == self.recipe.get("model"):
+            return dict(self.recipe)
+        return dict(self.recipes[model]) if model in self.recipes else None
+
 
 def _cyclegan(name: str, sha256: str, size: int, counts: tuple[int, int, int, int], description: str,
               folder_note: str, licence: str = RESEARCH_ONLY, recipe: dict | None = None,
@@ -105,6 +120,7 @@ def _cyclegan(name: str, sha256: str, size: int, counts: tuple[int, int, int, in
         files=(RemoteFile(f"{CYCLEGAN_URL}{zip_name}.zip", f"{zip_name}.zip", size, sha256),),
         licence=licence, citation=citation, layout=("trainA", "trainB"),
         layout_note=f"trainA/ trainB/ testA/ testB/ ({folder_note})", recipe=recipe or dict(CYCLEGAN_RECIPE),
+        recipes={"cut": dict(CUT_RECIPE), "fastcut": dict(FASTCUT_RECIPE)},
         archive_root=zip_name, counts=dict(zip(("trainA", "trainB", "testA", "testB"), counts)),
         homepage="https://github.com/junyanz/pytorch-CycleGAN-and-pix2pix/blob/master/docs/datasets.md", **kw)
 
@@ -517,9 +533,9 @@ def info(ds: Dataset, root: str | Path | None = None) -> list[tuple[str, str]]:
         rows.append(("images", ", ".join(f"{k} {v:,}" for k, v in ds.counts.items())))
     if ds.classes:
         rows.append(("classes", f"{len(ds.classes)}: " + ", ".join(ds.classes)))
-    if ds.recipe:
-        rows.append(("recipe", " ".join(f"--{k.replace('_', '-')} {v}" if k in _CLI_OPTIONS else f"--set {k}={v}"
-                                        for k, v in ds.recipe.items())))
+    for recipe in ([ds.recipe] if ds.recipe else []) + list(ds.recipes.values()):
+        rows.append((f"recipe ({recipe['model']})", " ".join(f"--{k.replace('_', '-')} {v}" if k in _CLI_OPTIONS
+                                                             else f"--set {k}={v}" for k, v in recipe.items())))
     rows += [("licence", ds.licence), ("citation", ds.citation)]
     if ds.homepage:
         rows.append(("homepage", ds.homepage))

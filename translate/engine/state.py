@@ -65,6 +65,7 @@ def state_of(trainer) -> dict[str, Any]:
         "swap": trainer.swaps.state(),
         "best": json.dumps(trainer.best),
         "nan_guard": json.dumps(trainer.guard.state()),
+        "train_seconds": trainer.train_seconds,
     }
 
 
@@ -126,6 +127,7 @@ def restore(trainer, weights: dict[str, torch.Tensor], state: dict[str, Any], so
     trainer.monitor.history = [HealthWarning(*w) for w in state.get("warnings", [])]
     trainer.best = json.loads(state.get("best") or "null")
     trainer.guard.load(json.loads(state.get("nan_guard") or "null"))
+    trainer.train_seconds = float(state.get("train_seconds", 0.0))
 
 
 class Checkpointer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import time
 import warnings
 from typing import Any, Callable, Iterator
 
@@ -77,6 +78,7 @@ class Trainer:
             for pool in self.model.pools.values():
                 pool.generator.manual_seed(distributed.rank_seed(pool.generator.initial_seed(), self.world.rank))
         self.guard = NanGuard(t.on_nan)
+        self.g_nets = self.model.generator_side()  # what the generator phase trains (models/base.py)
         self._build_optimisers()
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.monitor = HealthMonitor(d_loss_keys=self.model.d_loss_keys, grad_limit=t.grad_limit)
@@ -88,15 +90,17 @@ class Trainer:
         self.failure: str | None = None  # a health warning that stops the run (--stop-on-failure)
         self._finite = torch.ones((), dtype=torch.bool, device=device)  # every loss since the last check
         self._start: tuple | None = None  # the state at step 0: what a NaN before any checkpoint rolls back to
+        self.train_seconds = 0.0  # wall-clock spent training (scoring by --eval-every not counted); checkpointed
+        self._scoring = 0.0  # seconds spent scoring since the last step
         if t.compile:
             self._compile()
 
     def _build_optimisers(self) -> None:
-        t, gens, discs = self.t, self.model.generators, self.model.discriminators
+        t, discs = self.t, self.model.discriminators
         fused = self.device.type == "cuda" or None
         self.lr_factor = lr_factor(t.lr_scaling, self.world.size)
-        self.opt_G = torch.optim.Adam(gens.parameters(), lr=t.lr * self.lr_factor, betas=(t.beta1, t.beta2),
-                                      fused=fused)
+        self.opt_G = torch.optim.Adam([p for net in self.g_nets.values() for p in net.parameters()],
+                                      lr=t.lr * self.lr_factor, betas=(t.beta1, t.beta2), fused=fused)
         lr_d = (t.lr_d or t.lr) * self.lr_factor
         if t.d_optimizer == "sgd":
             self.opt_D = torch.optim.SGD(discs.parameters(), lr=lr_d, momentum=0.9)
@@ -194,7 +198,7 @@ class Trainer:
             model.after_discriminator_step()
         model.discriminators.requires_grad_(False)
         try:
-            g_logs, self.fakes = self._phase(self.opt_G, model.generators, logs,
+            g_logs, self.fakes = self._phase(self.opt_G, self.g_nets, logs,
                                              lambda backward: model.generator_loss(batch, backward),
                                              frozen=frozen == "G")
         finally:
@@ -244,10 +248,12 @@ class Trainer:
         """``--eval-every``: score the judged generators into the evaluation's rows, and keep the best
         checkpoint. With several ranks, rank 0 scores while the others wait, and all take part in
         writing a new best."""
+        started = time.monotonic()
         row = distributed.on_main(self._score)  # a failure while scoring stops every rank
         if distributed.from_main(row is not None and row["best"]):
             self.best = distributed.from_main(self.best)
             self.checkpoints.save_best(self, self.best)
+        self._scoring += time.monotonic() - started
         return row
 
     def _score(self) -> dict[str, Any]:
@@ -259,7 +265,8 @@ class Trainer:
             value, results = ev.score(generators)
         new_best = ev.judge(self.step, value, self.best)
         row = {"step": self.step, "metric": ev.metric, "value": value, "best": new_best is not None,
-               "results": results, "seconds": round(time.perf_counter() - started, 2)}
+               "results": results, "seconds": round(time.perf_counter() - started, 2),
+               "train_minutes": round(self.train_seconds / 60, 3)}
         ev.record(row)
         if new_best is not None or (self.best is not None and self.best["metric"] != ev.metric):
             self.best = new_best
@@ -304,9 +311,10 @@ class Trainer:
             why = (f"after {self.guard.rollbacks} rollbacks in a row" if policy == "rollback" else "(--on-nan stop)")
             raise TrainingFailure(f"a loss became NaN or infinite by step {failed_at} {why}; {last}. Lower the "
                                   f"learning rate (--lr) or try --recipe stable, then resume or start again")
-        guard_state = self.guard.state()
+        guard_state, spent = self.guard.state(), self.train_seconds
         self._rollback_state()
         self.guard.load(guard_state)
+        self.train_seconds = spent  # the time was spent all the same (--max-minutes)
         factor = self.guard.rollback(failed_at)
         self._apply_lr()
         warning = HealthWarning(failed_at, "nan_rollback", f"NaN: rolled back to {self.step}",
@@ -370,27 +378,40 @@ class Trainer:
         self.metrics.start(self.step)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=self.quiet, unit="it", dynamic_ncols=True,
                    desc="train", smoothing=0.1)
-        stop = False
+        stop = spent = False
+        t = self.t
+        budget = 60 * t.max_minutes if t.max_minutes > 0 else None  # seconds of training
         with self._stop_signals() as requested, contextlib.closing(bar):
-            while self.step < end and not stop:
+            last = time.monotonic()
+            while self.step < end and not stop and not spent:
                 logs = self.train_step(batches)
                 self.metrics.add(logs)
                 self._watch(logs)
                 bar.update(1)
-                stop, timed = distributed.any_ranks((bool(requested), self.world.main and self.checkpoints is not None
-                                                     and self.checkpoints.minutes_due()))
-                if self._after_step(end, stop, timed, bar):  # rolled back: the data stream starts over there
+                now = time.monotonic()
+                self.train_seconds += now - last - self._scoring
+                last, self._scoring = now, 0.0
+                main = self.world.main
+                stop, timed, spent = distributed.any_ranks((
+                    bool(requested), main and self.checkpoints is not None and self.checkpoints.minutes_due(),
+                    main and budget is not None and self.train_seconds >= budget))
+                if self._after_step(end, stop, timed, bar, spent):  # rolled back: the data stream starts over there
                     batches = iter(self.loader_factory(self.data_position))
                     bar.reset(total=self.total_steps)
                     bar.update(self.step)
+        if spent and self.step < end:
+            log.info("--max-minutes %g: stopped after %.1f minutes of training at step %d", t.max_minutes,
+                     self.train_seconds / 60, self.step)
         return {"step": self.step, "total_steps": self.total_steps, "interrupted": stop and self.step < end,
+                "out_of_time": spent and not stop and self.step < end, "train_minutes": self.train_seconds / 60,
                 "warnings": [str(w) for w in self.monitor.history]}
 
-    def _after_step(self, end: int, stop: bool, timed: bool, bar) -> bool:
-        """Log, sample, evaluate and checkpoint as due after a step. Returns True after a rollback."""
+    def _after_step(self, end: int, stop: bool, timed: bool, bar, spent: bool = False) -> bool:
+        """Log, sample, evaluate and checkpoint as due after a step (``spent``: the --max-minutes
+        budget is, so this step ends the run like the last one). Returns True after a rollback."""
         t = self.t
         save = self.checkpoints is not None and (self.checkpoints.steps_due(self.step) or self.step == end or stop
-                                                 or timed)
+                                                 or timed or spent)
         if self.step % t.log_every == 0 or self.step == end or stop or save:
             finite = self._losses_finite()
             row = self.metrics.row(self.step, self.sched_G.get_last_lr()[0], self.device)
@@ -401,10 +422,10 @@ class Trainer:
                 return True
             self._stop_if_failed()
         # a stopping step checkpoints at once (torchrun kills its processes 30 s after a signal)
-        if not stop and (self.step % t.sample_every == 0 or self.step == self.total_steps):
+        if not stop and (self.step % t.sample_every == 0 or self.step == self.total_steps or spent):
             distributed.on_main(self._sample_and_check)
             self._stop_if_failed()
-        if not stop and self.evaluation is not None and self.evaluation.due(self.step, self.total_steps):
+        if not stop and self.evaluation is not None and (self.evaluation.due(self.step, self.total_steps) or spent):
             self.evaluate()
         if save:
             self.save()

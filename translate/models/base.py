@@ -28,8 +28,9 @@ Besides the losses, a family declares what the commands need to know about it (c
 and hooks with defaults, below), so that no code outside ``models/`` asks for a family by name:
 its ``family`` name and ``config_class``, the ``data`` its batches hold, whether it is
 ``generative`` (noise, and labels when ``conditional``, in) and which ``translations`` it offers
-otherwise, its ``train_defaults`` and ``recipes``, ``check_config``, whether its discriminator
-``needs_double_backward``, ``refresh_norm_stats`` for averaged generators and
+otherwise, its ``train_defaults`` and ``recipes``, the data ``layouts`` it accepts, ``check_config``,
+whether its discriminator ``needs_double_backward``, ``generator_side`` (what the generator step
+trains besides the generators), ``refresh_norm_stats`` for averaged generators and
 ``prepare_sample_batch``. A new family is one file: a subclass registered with
 :func:`translate.models.register`.
 
@@ -62,7 +63,8 @@ def build_generator(cfg: Any, size: int, in_channels: int, out_channels: int) ->
     if cfg.generator.startswith("resnet_"):
         n_blocks = int(cfg.generator.removeprefix("resnet_").removesuffix("blocks"))
         net = ResnetGenerator(in_channels, out_channels, ngf=cfg.ngf, n_blocks=n_blocks, norm=cfg.norm,
-                              dropout=cfg.dropout, upsample=cfg.upsample, width=cfg.width, blocks=cfg.blocks)
+                              dropout=cfg.dropout, upsample=cfg.upsample, width=cfg.width, blocks=cfg.blocks,
+                              antialias=cfg.antialias)
     else:
         net = UnetGenerator(in_channels, out_channels, depth=unet_depth_for(size), ngf=cfg.ngf, norm=cfg.norm,
                             dropout=cfg.dropout, upsample=cfg.upsample, width=cfg.width, blocks=cfg.blocks)
@@ -106,6 +108,7 @@ class GANModel(nn.Module):
     generative: ClassVar[bool] = False  # noise (and labels) in, images out; otherwise it translates images
     conditional: ClassVar[bool] = False  # class labels in (a generative family)
     default_for: ClassVar[tuple[str, ...]] = ()  # data layouts it trains when --model is not given
+    layouts: ClassVar[tuple[str, ...]] = ()  # the data layouts it trains on at all; empty: any its data kind reads
     train_defaults: ClassVar[dict[str, Any]] = {}  # TrainConfig defaults of its own (under recipes and options)
     recipes: ClassVar[dict[str, dict[str, Any]]] = {}  # --recipe NAME -> options under the user's own
 
@@ -158,6 +161,14 @@ class GANModel(nn.Module):
         """The discriminator loss back-propagates through a gradient (WGAN-GP's penalty): no
         compiled graph, and no synchronised batch norm, for the discriminators."""
         return self.adv.kind == "wgan-gp"
+
+    def generator_side(self) -> dict[str, nn.Module]:
+        """The networks the generator phase trains, by name: the generators, and any network that
+        learns with them without being one (CUT's projection heads). One optimiser (with the
+        generators' learning rate and schedule) holds all their parameters; each gets its gradient
+        norm logged and its gradients averaged across processes. Export, EMA and the sample grids
+        see ``generators`` only; a network registered on the model is checkpointed either way."""
+        return dict(self.generators)
 
     def refresh_norm_stats(self, net: nn.Module, seed: int) -> None:
         """Re-estimate an averaged (EMA) generator copy's normalisation statistics; ``seed`` is the

@@ -1,8 +1,13 @@
-"""Discriminators: the PatchGAN (70x70 at the default 3 layers) and the 1x1 pixel discriminator."""
+"""Discriminators: the PatchGAN (70x70 at the default 3 layers) and the 1x1 pixel discriminator,
+and what pix2pixHD builds on them (multi-scale inputs, feature matching)."""
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .layers import conv_bias_for, get_norm_layer
 
@@ -53,3 +58,25 @@ class PixelDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+# --- pix2pixHD (Wang et al. 2018): multi-scale discriminators and feature matching --------------------
+def downscale(x: torch.Tensor) -> torch.Tensor:
+    """Half the resolution, for the next discriminator of a multi-scale set: a 3x3 average pool,
+    stride 2, border windows averaged over the pixels inside (pix2pixHD's)."""
+    return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+
+
+@contextlib.contextmanager
+def captured_features(net: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Within the block, each forward of ``net`` appends its intermediate activations to the list
+    yielded: the output of every LeakyReLU, which in a PatchGAN is the output of every layer but the
+    last (``n_layers + 1`` maps). pix2pixHD's feature matching compares them on real and fake pairs."""
+    feats: list[torch.Tensor] = []
+    hooks = [m.register_forward_hook(lambda module, args, out: feats.append(out))
+             for m in net.modules() if isinstance(m, nn.LeakyReLU)]
+    try:
+        yield feats
+    finally:
+        for h in hooks:
+            h.remove()

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .layers import UPSAMPLES, NoiseDropout, conv_bias_for, get_norm_layer, upsample_layer
+from .layers import (UPSAMPLES, BlurDownsample, NoiseDropout, blur_upsample, conv_bias_for, get_norm_layer,
+                     upsample_layer)
 from .winograd import WinogradConv2d
 
 
@@ -104,8 +105,18 @@ class ResnetGenerator(nn.Module):
         upsample: ``transpose`` (reference) or ``resize`` (bilinear + conv).
         width: ``ngf`` times this (rounded), and so every channel count (0.25: 16, 32, 64 channels).
         blocks: ``standard`` or ``mobile`` (depthwise-separable convolutions in the residual blocks).
+        antialias: anti-aliased resampling, as CUT's reference: each downsampling is a stride-1
+            convolution followed by a blur and a subsampling (:class:`BlurDownsample`), each
+            upsampling a blur upsampling followed by a stride-1 convolution (``upsample`` is then
+            not used). Off: the CycleGAN reference's strided and transposed convolutions.
 
     Input sides must be divisible by 4.
+
+    Feature taps (CUT's PatchNCE reads the encoder through them): ``taps`` names the activations
+    :meth:`encode` and :meth:`forward_taps` return: ``input`` (the reflection-padded image),
+    ``down1`` and ``down2`` (the outputs of the two downsampling convolutions, before their norm),
+    ``block1`` ... ``block<n_blocks>`` (the residual blocks' outputs); ``tap_channels`` gives
+    their channels.
     """
 
     size_multiple = 4
@@ -113,7 +124,7 @@ class ResnetGenerator(nn.Module):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, *, ngf: int = 64, n_blocks: int = 9,
                  norm: str = "instance", dropout: float = 0.0, upsample: str = "transpose", width: float = 1.0,
-                 blocks: str = "standard") -> None:
+                 blocks: str = "standard", antialias: bool = False) -> None:
         super().__init__()
         if blocks not in BLOCKS:
             raise ValueError(f"unknown blocks {blocks!r}; choose one of {', '.join(BLOCKS)}")
@@ -126,20 +137,38 @@ class ResnetGenerator(nn.Module):
             norm_layer(ngf),
             nn.ReLU(True),
         ]
+        taps = {"input": 0}  # tap name -> index in self.model of the layer whose output it is
+        channels = {"input": in_channels}
         ch = ngf
-        for _ in range(2):  # downsampling
-            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias), norm_layer(ch * 2), nn.ReLU(True)]
+        for i in range(2):  # downsampling
+            # antialias: the same convolution at stride 1, then blur-pool. Direct convolutions: on these
+            # large, narrow maps Winograd's tile transforms cost more than they save (2.5-4x slower here)
+            if antialias:
+                layers.append(nn.Conv2d(ch, ch * 2, 3, padding=1, bias=bias))
+            else:
+                layers.append(nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1, bias=bias))
+            taps[f"down{i + 1}"], channels[f"down{i + 1}"] = len(layers) - 1, ch * 2
+            # (an identity norm would hand the tapped tensor to an in-place ReLU)
+            layers += [norm_layer(ch * 2), nn.ReLU(norm != "none")]
+            if antialias:
+                layers.append(BlurDownsample(ch * 2))
             ch *= 2
         # what feature distillation may tap: the downsampled features, then each residual block's output
         self._taps = [f"model.{len(layers) - 1 + i}" for i in range(n_blocks + 1)]
         block = MobileResnetBlock if blocks == "mobile" else ResnetBlock
-        layers += [block(ch, norm=norm, dropout=dropout) for _ in range(n_blocks)]
+        for i in range(n_blocks):
+            layers.append(block(ch, norm=norm, dropout=dropout))
+            taps[f"block{i + 1}"], channels[f"block{i + 1}"] = len(layers) - 1, ch
         for _ in range(2):  # upsampling
-            layers += upsample_layer(ch, ch // 2, kind=upsample, kernel_size=3, bias=bias, reflect=True)
+            if antialias:
+                layers += [blur_upsample(), nn.Conv2d(ch, ch // 2, 3, padding=1, bias=bias)]
+            else:
+                layers += upsample_layer(ch, ch // 2, kind=upsample, kernel_size=3, bias=bias, reflect=True)
             layers += [norm_layer(ch // 2), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.taps, self.tap_channels = taps, channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -149,6 +178,27 @@ class ResnetGenerator(nn.Module):
         from the downsampled features to the last residual block (``model.9``, ``model.12``,
         ``model.15``, ``model.18`` for ResNet-9, the layers GAN Compression takes)."""
         return evenly(self._taps, n)
+
+    def encode(self, x: torch.Tensor, taps: Sequence[str]) -> list[torch.Tensor]:
+        """The activations at ``taps``, in that order; runs the network only as deep as the deepest."""
+        return self._tapped(x, taps, full=False)[1]
+
+    def forward_taps(self, x: torch.Tensor, taps: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output, and the activations at ``taps`` on the way (one pass)."""
+        return self._tapped(x, taps, full=True)
+
+    def _tapped(self, x: torch.Tensor, taps: Sequence[str], full: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        unknown = [t for t in taps if t not in self.taps]
+        if unknown:
+            raise ValueError(f"unknown feature tap(s) {', '.join(unknown)}; this generator has {', '.join(self.taps)}")
+        at = [self.taps[t] for t in taps]
+        stop = len(self.model) if full else max(at, default=-1) + 1
+        found: dict[int, torch.Tensor] = {}
+        for i in range(stop):
+            x = self.model[i](x)
+            if i in at:
+                found[i] = x
+        return x, [found[i] for i in at]
 
 
 def unet_depth_for(size: int) -> int:
