@@ -165,6 +165,24 @@ def test_one_direction_of_a_tiny_cyclegan_distils_through_the_cli(teachers, tmp_
     assert row["student"]["macs"] * 4 < row["teacher"]["macs"] and row["student"]["ort_img_s"] > 0
 
 
+def test_a_tiny_fastcut_distils_against_its_discriminator(tmp_path):
+    # CUT's one generator reads its source through anti-aliased resampling; the student keeps it, and
+    # learns from the teacher's output and activations and against its (output-only) discriminator
+    train(train_config({**TINY, "model": "fastcut", "steps": 2, "generator": "resnet_6blocks"}), tmp_path / "cut",
+          quiet=True)
+    cfg = build_config(tmp_path / "cut", width=0.5, blocks="mobile", steps=2)
+    assert [(t.direction, t.generator) for t in Distill.translations(cfg)] == [("AtoB", "G")]
+    distill(cfg, tmp_path / "s", quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss_G_gan", "loss_G_recon", "loss_G_feature", "loss_D"):
+        assert all(key in r and r[key] == r[key] for r in rows), key
+    assert "loss_G_gt" not in rows[-1]  # unpaired: no ground truth to match
+    student = open_checkpoint(tmp_path / "s").generators(["G"])["G"].net  # a LoadedGenerator's Student
+    assert sum(type(m).__name__ == "BlurDownsample" for m in student.net.modules()) == 2  # anti-aliased, as its teacher
+    saved = load_file(tmp_path / "s" / "step-00000002" / "weights.safetensors")
+    assert {k.split(".")[1] for k in saved if k.startswith(("generators.", "discriminators."))} == {"G", "D"}
+
+
 def test_a_distillation_resumes_exactly(teachers, tmp_path):
     cfg = build_config(teachers["pix2pix"], width=0.5, blocks="mobile", steps=4, options={"checkpoint_every": 2})
     distill(cfg, tmp_path / "whole", quiet=True)
