@@ -154,7 +154,7 @@ def compare(source: str | Path, *, data: str | Path | None = None, split: str = 
     """Student against teacher for the distilled run (or checkpoint folder) ``source``: cost, speed
     and quality per direction (see the module docs). None for a run with no teacher."""
     from .evaluate import build_scorer, directions_of, translate_batch
-    from .export import export_generator, probe_side
+    from .export import probe_side
     from .metrics import paired_scores
     from .models import family_of
     from .run import open_checkpoint
@@ -207,30 +207,34 @@ def compare(source: str | Path, *, data: str | Path | None = None, split: str = 
         out["directions"][tr.direction] = row
 
     if speed:
-        with tempfile.TemporaryDirectory(prefix="translate-compare-") as tmp:
-            for tr in tr_all:
-                row = out["directions"][tr.direction]
-                paths = {}
-                for who, c in (("teacher", teacher_ckpt), ("student", ckpt)):
-                    paths[who] = export_generator(c.path, generator=tr.generator, out=Path(tmp) / f"{who}.onnx",
-                                                  overwrite=True, quiet=True).path
-                rng = np.random.default_rng(0)
-                images = (scorer.data.A if tr.source == "A" else scorer.data.B)[:8] if scorer is not None else None
-                if images is not None:
-                    from .images import resize, to_float
-
-                    x = to_float(np.stack([resize(im, row["side"]) for im in images]))
-                else:
-                    x = rng.uniform(-1, 1, (8, 3, row["side"], row["side"])).astype(np.float32)
-                speeds = onnx_speed(paths, x)
-                for who in ("teacher", "student"):
-                    row[who]["ort_img_s"] = speeds[who]["img_s"]
-                    row[who]["ort_rounds"] = speeds[who]["rounds"]
-        from .runtime import cpu_count
-
-        out["speed"] = (f"onnxruntime CPU provider, fp32, batch 1, {cpu_count()} threads, {SPEED_ROUNDS} alternating "
-                        f"rounds of about {SPEED_SECONDS:g} s per model; median")
+        _measure_speed(out, tr_all, {"teacher": teacher_ckpt, "student": ckpt}, scorer)
     return out
+
+
+def _measure_speed(out: dict[str, Any], translations: list, checkpoints: dict[str, Any], scorer) -> None:
+    """onnxruntime CPU img/s of the teacher and the student of each of ``translations``, both exported
+    from ``checkpoints`` and timed in alternating turns on (up to 8 of) the scored images, or on noise
+    when there are none; into ``out``'s rows."""
+    from .export import export_generator
+    from .images import resize, to_float
+    from .runtime import cpu_count
+
+    with tempfile.TemporaryDirectory(prefix="translate-compare-") as tmp:
+        for tr in translations:
+            row = out["directions"][tr.direction]
+            paths = {who: export_generator(c.path, generator=tr.generator, out=Path(tmp) / f"{who}.onnx",
+                                           overwrite=True, quiet=True).path for who, c in checkpoints.items()}
+            if scorer is not None:
+                images = (scorer.data.A if tr.source == "A" else scorer.data.B)[:8]
+                x = to_float(np.stack([resize(im, row["side"]) for im in images]))
+            else:
+                x = np.random.default_rng(0).uniform(-1, 1, (8, 3, row["side"], row["side"])).astype(np.float32)
+            speeds = onnx_speed(paths, x, rounds=SPEED_ROUNDS, seconds=SPEED_SECONDS)  # read now: tests shorten them
+            for who in checkpoints:
+                row[who]["ort_img_s"] = speeds[who]["img_s"]
+                row[who]["ort_rounds"] = speeds[who]["rounds"]
+    out["speed"] = (f"onnxruntime CPU provider, fp32, batch 1, {cpu_count()} threads, {SPEED_ROUNDS} alternating "
+                    f"rounds of about {SPEED_SECONDS:g} s per model; median")
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:

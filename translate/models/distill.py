@@ -10,7 +10,8 @@ kept out), and the directions it translates (the teacher's ``translations``, tho
 - ``generators``: the students, one per distilled translation, under the teacher's names. Each is
   a :class:`Student`: the small network (what export traces) and the 1x1 convolutions that map its
   activations onto the teacher's during training.
-- ``discriminators``: the ones that judge the distilled translations, started from the teacher's.
+- ``discriminators``: the ones that judge the distilled translations, started from the teacher's
+  (of a pix2pix teacher with pix2pixHD's ``num_D`` > 1: the full-scale ``D`` alone).
 - the teacher's generators (EMA weights when kept) are loaded by :meth:`Distill.setup_training`,
   which ``translate train`` calls on the model it trains and nothing else does: they are frozen,
   in eval mode, outside ``generators`` (export never sees them) and outside the checkpoint (they
@@ -116,7 +117,7 @@ def _channels_at(net: nn.Module, layers: list[str]) -> list[int]:
             return m.out_channels
         if isinstance(m, nn.GroupNorm):
             return m.num_channels
-        return m.num_features if isinstance(m, nn.modules.batchnorm._NormBase) else None
+        return m.num_features if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) else None
 
     order = [(name, channels(m)) for name, m in net.named_modules()]
     out = []
