@@ -15,8 +15,10 @@ judged on the held-out ones.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -76,7 +78,8 @@ def main() -> None:
     from translate.run import load_generator, open_checkpoint
     from translate.runtime import Translator, cpu_count
 
-    tmp = Path(tempfile.mkdtemp(prefix="distill-speed-"))
+    tmp = Path(tempfile.mkdtemp(prefix="distill-speed-"))  # the exports and calibration images, removed at exit
+    atexit.register(shutil.rmtree, tmp, True)
     models: dict[str, Path] = {}
     info: dict[str, dict] = {}
     first_cfg = None
