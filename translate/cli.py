@@ -288,6 +288,96 @@ def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: 
         click.echo(f"{len(summary['warnings'])} health warning(s); see {target / 'train.log'}", err=True)
 
 
+# --- translate distill ------------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path), metavar="RUN")
+@click.option("--width", type=float, default=0.25, show_default=True,
+              help="The students' channel counts: the teacher's times this (above 0, at most 1).")
+@click.option("--blocks", type=click.Choice(["standard", "mobile"]), default="standard", show_default=True,
+              help="mobile: depthwise-separable convolutions in the generator's blocks (GAN Compression's "
+                   "mobile ResNet; a U-Net's inner down- and up-samplings).")
+@click.option("--generator", "generators", multiple=True, metavar="NAME",
+              help="Distil only this generator, e.g. G_AB of a CycleGAN run (repeatable). [every one it translates "
+                   "with]")
+@click.option("--steps", type=int, default=None, help="Student updates. [as long as the teacher trained]")
+@click.option("--epochs", type=int, default=None, help="Epochs of the teacher's data instead of --steps.")
+@click.option("--device", default=None, help="auto | cpu | cuda | cuda:N. [the teacher's]")
+@click.option("--workers", type=int, default=None, help="Data-loader processes. [the teacher's]")
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+              help="Any other field: the losses' weights (lambda_recon, lambda_gt, lambda_feature, lambda_gan), "
+                   "feature_layers, or a training option, e.g. --set lr=1e-4 (repeatable).")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="The distillation's run directory. [checkpoints/<teacher run>-distill-w<width>[-mobile]]")
+@click.option("--no-compare", is_flag=True, help="Skip the comparison with the teacher at the end.")
+@click.option("--no-fid", is_flag=True, help="Compare without FID and KID.")
+@click.option("-q", "--quiet", "quiet_flag", is_flag=True, help="Only warnings and errors; no progress bar.")
+@click.pass_context
+def distill(ctx: click.Context, source: Path, width: float, blocks: str, generators: tuple[str, ...],
+            steps: int | None, epochs: int | None, device: str | None, workers: int | None,
+            set_values: tuple[str, ...], run_dir: Path | None, no_compare: bool, no_fid: bool,
+            quiet_flag: bool) -> None:
+    """Distil a trained translator (RUN_DIR or a checkpoint folder) into a small, fast student:
+    the teacher's generator with fewer channels (and, with --blocks mobile, depthwise-separable
+    convolutions), trained to match the teacher's outputs and activations and to fool a
+    discriminator started from the teacher's. The result is an ordinary run (export, run, eval,
+    report, serve, train --resume); at the end a table compares it with its teacher.
+
+    \b
+    Examples:
+      translate distill checkpoints/facades-pix2pix                     # width 0.25: about 1/16 the MACs
+      translate distill checkpoints/facades-pix2pix --blocks mobile --steps 2000
+      translate distill checkpoints/h2z-cyclegan --generator G_AB --width 0.5
+      translate train --resume checkpoints/facades-pix2pix-distill-w0.25  # continue it
+    """
+    from .distill import build_config, default_run_dir, distill as run_distill
+    from .errors import ConfigError
+
+    if steps is not None and epochs is not None:
+        raise ConfigError("give --steps or --epochs, not both")
+    quiet = ctx.obj["quiet"] or quiet_flag
+    if quiet_flag:
+        _set_level(True, ctx.obj["debug"])
+    options = _parse_set(set_values)
+    options.update({k: v for k, v in (("device", device), ("workers", workers)) if v is not None})
+    cfg = build_config(source, width=width, blocks=blocks, generators=generators, steps=steps, epochs=epochs,
+                       options=options)
+    target = run_dir or default_run_dir(cfg)
+    summary = run_distill(cfg, target, quiet=quiet)
+    status = "interrupted" if summary["interrupted"] else "done"
+    click.echo(f"{status}: step {summary['step']} of {summary['total_steps']} | run {target} | samples "
+               f"{target / 'samples'}", err=quiet)
+    if summary["interrupted"]:
+        click.echo(f"continue with: translate train --resume {target}", err=True)
+        sys.exit(130)
+    if summary["warnings"]:
+        click.echo(f"{len(summary['warnings'])} health warning(s); see {target / 'train.log'}", err=True)
+    if not no_compare:
+        _compare_at_end(target, fid=not no_fid)
+
+
+def _compare_at_end(target: Path, fid: bool) -> None:
+    """The distilled run's scores and its comparison with the teacher; a failure here (no Inception
+    weights, no held-out images) costs the table, not the run."""
+    from . import evaluate
+    from .distill import compare, evaluate_with_teacher, format_comparison
+    from .errors import DataError
+
+    try:
+        try:
+            scores = evaluate_with_teacher(target, fid=fid)
+            click.echo(evaluate.format_table(scores["results"]))
+            comparison = scores.get("comparison")
+        except DataError as exc:  # no held-out split: cost and speed still compare
+            log.warning("no quality scores: %s", exc)
+            comparison = compare(target, fid=fid)
+    except TranslateError as exc:
+        click.echo(f"note: no comparison ({_one_line(exc)}); try 'translate eval {target}'"
+                   f"{'' if not fid else ' --no-fid'}", err=True)
+        return
+    if comparison is not None:
+        click.echo(format_comparison(comparison))
+
+
 # --- translate export / run -------------------------------------------------------------------------
 @cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
@@ -669,7 +759,8 @@ def eval_cmd(source: Path | None, data: Path | None, pair: str | None, root: Pat
     \b
     Translation runs translate the split's images at the training size and are compared with the
     ground truth where the split has it; dcgan / cgan runs are scored by their samples against the
-    held-out real images (a cgan's also by the digit classifier). Writes RUN_DIR/eval.json.
+    held-out real images (a cgan's also by the digit classifier). A distilled run is also compared
+    with its teacher (MACs, parameters, onnxruntime speed, quality). Writes RUN_DIR/eval.json.
 
     \b
     Examples:
@@ -703,11 +794,15 @@ def eval_cmd(source: Path | None, data: Path | None, pair: str | None, root: Pat
             from .data import pairs
 
             data = pairs.ensure(pairs.get(pair), root)
-        scores = evaluate.evaluate_run(source, data=data, split=split, direction=direction, limit=limit,
+        from .distill import evaluate_with_teacher, format_comparison
+
+        scores = evaluate_with_teacher(source, data=data, split=split, direction=direction, limit=limit,
                                        inception=inception, fid=not no_fid)
         click.echo(f"{scores['model']} {scores['run']} ({scores['checkpoint']}, step {scores['step']}"
                    f"{', EMA weights' if scores['ema'] else ''}) on {scores['images']}")
         click.echo(evaluate.format_table(scores["results"]))
+        if "comparison" in scores:  # a distilled run: against its teacher
+            click.echo(format_comparison(scores["comparison"]))
         click.echo(f"-> {scores.pop('written')}")
     if json_out is not None:
         from .fileio import atomic_write_text, json_safe

@@ -40,6 +40,8 @@ class NetworkConfig:
     pool_size: int = 50  # replay buffer of past fakes per discriminator; 0 disables
     in_channels: int = 3
     out_channels: int = 3
+    width: float = 1.0  # the generator's channel counts times this (ngf x width): small students (translate distill)
+    blocks: str = "standard"  # standard | mobile: depthwise-separable convolutions in the generator's blocks
 
 
 @dataclass
@@ -364,6 +366,8 @@ def check_network(t: TrainConfig, m: NetworkConfig) -> None:
     need(m.generator in ("resnet_9blocks", "resnet_6blocks", "unet"),
          f"unknown generator {m.generator!r}; choose resnet_9blocks, resnet_6blocks or unet")
     need(m.discriminator in ("patch", "pixel"), f"unknown discriminator {m.discriminator!r}; choose patch or pixel")
+    need(m.width > 0, f"width must be positive (a fraction or multiple of the generator's channels), not {m.width}")
+    need(m.blocks in ("standard", "mobile"), f"blocks must be standard or mobile, not {m.blocks!r}")
     if m.antialias:
         need(m.generator.startswith("resnet_"), f"antialias is an option of the ResNet generators, not {m.generator}; "
                                                  f"drop it or choose generator=resnet_9blocks")

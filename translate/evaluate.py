@@ -271,8 +271,8 @@ def build_scorer(cfg, *, split: str = "val", data: str | Path | None = None, dir
         if source is not None and not Path(source).exists():
             raise DataError(f"the data {source} is not there any more; give its new place with --data DIR")
         dataset = TranslationDataset(detect_layout(source), size=t.size, load_size=t.load_size, flip=False,
-                                     unpaired=fam.data == "unpaired", synthetic_count=t.synthetic_count, seed=t.seed,
-                                     max_bad_fraction=1.0, holdout=t.holdout)
+                                     unpaired=fam.data_of(cfg) == "unpaired", synthetic_count=t.synthetic_count,
+                                     seed=t.seed, max_bad_fraction=1.0, holdout=t.holdout)
     images = dataset.split(split)
     if images is None:
         folder = " (or add a val/ folder beside train/)" if dataset.layout.kind == "aligned" else ""

@@ -350,8 +350,9 @@ def _real_images(g: LoadedGenerator, n: int, side: int) -> np.ndarray | None:
     t = g.cfg.train
     try:
         layout = detect_layout(t.data)
-        ds = TranslationDataset(layout, size=side, load_size=None, flip=False, unpaired=g.family.data == "unpaired",
-                                synthetic_count=t.synthetic_count, seed=t.seed)
+        ds = TranslationDataset(layout, size=side, load_size=None, flip=False,
+                                unpaired=g.family.data_of(g.cfg) == "unpaired", synthetic_count=t.synthetic_count,
+                                seed=t.seed)
         batch = ds.sample_batch(n)
     except TranslateError as exc:
         log.info("note: verifying on random inputs only (the run's data is not at hand: %s)", exc)

@@ -8,7 +8,7 @@ from typing import Any
 
 from .config import RunConfig, TrainConfig
 from .errors import CheckpointError, ConfigError
-from .run import Run
+from .run import Run, open_checkpoint
 
 log = logging.getLogger("translate.train")
 
@@ -205,6 +205,7 @@ def train(cfg: RunConfig, run_dir: Path, *, resume: bool = False, quiet: bool = 
     if not resume:
         distributed.everywhere(lambda: check_new_run_dir(run.path))
     model = build_model(cfg)
+    model.setup_training(open_checkpoint)  # a distillation's teacher (before a checkpoint is restored)
     if world.rank > 0:  # its own dropout, noise and latents (the weights come from rank 0)
         seed_everything(distributed.rank_seed(t.seed, world.rank))
     sample_batch = distributed.everywhere(lambda: model.prepare_sample_batch(dataset.sample_batch(t.n_samples),
@@ -237,11 +238,11 @@ def _load_data(cfg: RunConfig):
     from .models import family_of
 
     t, fam = cfg.train, family_of(cfg)
-    if fam.data == "images":
+    if fam.data_of(cfg) == "images":
         return _generative_data(cfg, fam.conditional)
     layout = detect_layout(t.data)
     data = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
-                              unpaired=fam.data == "unpaired", synthetic_count=t.synthetic_count, seed=t.seed,
+                              unpaired=fam.data_of(cfg) == "unpaired", synthetic_count=t.synthetic_count, seed=t.seed,
                               max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
     if data.validation is not None and layout.kind != "synthetic":
         log.info("holding out %s (never trained on)", data.validation.describe())
@@ -254,7 +255,7 @@ def _prepare_run_dir(run: Run, cfg: RunConfig, dataset, resume: bool) -> list:
     run.write_config(cfg)
     from .models import family_of
 
-    if family_of(cfg).data == "images":
+    if family_of(cfg).data_of(cfg) == "images":
         run.write_classes(dataset.set.classes)
     validation = getattr(dataset, "validation", None)
     if validation is not None and cfg.train.holdout and not (resume and (run.path / "holdout.json").is_file()):

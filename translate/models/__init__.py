@@ -18,6 +18,8 @@ from .pix2pix import Pix2Pix  # noqa: E402
 from .cut import CUT, FastCUT  # noqa: E402
 from .unconditional import DCGAN  # noqa: E402
 from .conditional import CGAN  # noqa: E402
+from .distill import Distill  # noqa: E402
 
-__all__ = ["GANModel", "Translation", "CycleGAN", "Pix2Pix", "CUT", "FastCUT", "DCGAN", "CGAN", "FAMILIES", "register",
-           "family", "family_of", "default_family", "recipe_names", "config_from_dict", "validate", "build_model"]
+__all__ = ["GANModel", "Translation", "CycleGAN", "Pix2Pix", "CUT", "FastCUT", "DCGAN", "CGAN", "Distill", "FAMILIES",
+           "register", "family", "family_of", "default_family", "recipe_names", "config_from_dict", "validate",
+           "build_model"]

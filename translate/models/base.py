@@ -33,6 +33,10 @@ whether its discriminator ``needs_double_backward``, ``generator_side`` (what th
 trains besides the generators), ``refresh_norm_stats`` for averaged generators and
 ``prepare_sample_batch``. A new family is one file: a subclass registered with
 :func:`translate.models.register`.
+
+For distillation (``models/distill.py``) a :class:`Translation` also names the discriminator that
+judges it, and a family may say its batches' kind per config (``data_of``), the teacher it was
+distilled from (``distilled_from``) and what training loads besides its weights (``setup_training``).
 """
 from __future__ import annotations
 
@@ -66,10 +70,11 @@ def build_generator(cfg: Any, size: int, in_channels: int, out_channels: int) ->
     if cfg.generator.startswith("resnet_"):
         n_blocks = int(cfg.generator.removeprefix("resnet_").removesuffix("blocks"))
         net = ResnetGenerator(in_channels, out_channels, ngf=cfg.ngf, n_blocks=n_blocks, norm=cfg.norm,
-                              dropout=cfg.dropout, upsample=cfg.upsample, antialias=cfg.antialias)
+                              dropout=cfg.dropout, upsample=cfg.upsample, width=cfg.width, blocks=cfg.blocks,
+                              antialias=cfg.antialias)
     else:
         net = UnetGenerator(in_channels, out_channels, depth=unet_depth_for(size), ngf=cfg.ngf, norm=cfg.norm,
-                            dropout=cfg.dropout, upsample=cfg.upsample)
+                            dropout=cfg.dropout, upsample=cfg.upsample, width=cfg.width, blocks=cfg.blocks)
     return init_weights(net, cfg.init, cfg.init_gain)
 
 
@@ -84,12 +89,15 @@ def build_discriminator(cfg: Any, in_channels: int) -> nn.Module:
 
 @dataclass(frozen=True)
 class Translation:
-    """One direction an image-to-image family offers: the generator that translates it and the
-    domain it reads."""
+    """One direction an image-to-image family offers: the generator that translates it, the
+    domain it reads, and the discriminator that judges its outputs (a distillation trains a
+    student against it)."""
 
     direction: str  # "AtoB" | "BtoA"
     generator: str  # a key of ``generators``
     source: str  # "A" | "B"
+    discriminator: str = ""  # a key of ``discriminators``; "": the family's only one
+    conditional: bool = False  # the discriminator judges (input, output) pairs, concatenated on channels
 
     @property
     def target(self) -> str:
@@ -121,6 +129,17 @@ class GANModel(nn.Module):
         return []
 
     @classmethod
+    def data_of(cls, cfg: Any) -> str:
+        """The ``data`` batches of the run of config ``cfg`` hold (a distillation: its teacher's)."""
+        return cls.data
+
+    @classmethod
+    def distilled_from(cls, cfg: Any) -> str | None:
+        """The checkpoint folder whose generators the run of ``cfg`` was distilled from (its teacher),
+        which ``translate eval`` then compares it with; None for a run trained on its own."""
+        return None
+
+    @classmethod
     def offers(cls, needs: str) -> bool:
         """Can a run of this family be scored by a metric that needs ``needs`` (see ``metrics.Metric``)?"""
         return {"ground_truth": not cls.generative, "inception": True, "classes": cls.conditional}.get(needs, False)
@@ -140,6 +159,13 @@ class GANModel(nn.Module):
         self.aux_weight_g = float(getattr(cfg, "aux_classifier", 0.0))  # AC-GAN's weight in G's loss (annealable)
 
     # --- hooks the trainer and the commands call (defaults for families that need nothing) ------
+    def setup_training(self, open_checkpoint: Callable[[str], Any]) -> None:
+        """Called by ``translate train`` on the model it trains (never on one built to export or
+        score), before a checkpoint is restored into it: load what training needs besides the
+        model's own weights, and set starting weights that come from elsewhere. A distillation
+        loads its frozen teacher here and starts its discriminators from the teacher's.
+        ``open_checkpoint(path)`` opens a checkpoint folder (a ``run.Checkpoint``)."""
+
     @property
     def needs_double_backward(self) -> bool:
         """The discriminator loss back-propagates through a gradient (WGAN-GP's penalty, R1): no

@@ -28,7 +28,8 @@ class CycleGAN(GANModel):
 
     @classmethod
     def translations(cls, cfg) -> list[Translation]:
-        return [Translation("AtoB", "G_AB", "A"), Translation("BtoA", "G_BA", "B")]
+        return [Translation("AtoB", "G_AB", "A", discriminator="D_B"),
+                Translation("BtoA", "G_BA", "B", discriminator="D_A")]
 
     @classmethod
     def check_config(cls, cfg, need: Need) -> None:

@@ -36,7 +36,7 @@ class Pix2Pix(GANModel):
     @classmethod
     def translations(cls, cfg) -> list[Translation]:
         d = cfg.model.direction
-        return [Translation(d, "G", d[0])]
+        return [Translation(d, "G", d[0], discriminator="D", conditional=True)]
 
     @classmethod
     def check_config(cls, cfg, need: Need) -> None:
