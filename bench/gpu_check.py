@@ -835,6 +835,7 @@ def _load_all(ckpt: Path) -> dict:
     out: dict[str, Any] = {}
     _flat("weights", load_file(str(ckpt / "weights.safetensors")), out)
     _flat("state", torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True), out)
+    out.pop("state.train_seconds", None)  # wall-clock spent training (--max-minutes): never repeats
     return out
 
 
