@@ -386,6 +386,9 @@ def _cli(*args) -> list[str]:
 
 
 @needs_ray
+# slow (make test-all) until understood: in one full-suite run of ~8 (2026-12-03) the Ctrl-C'd job,
+# joined to the cluster by address, had not exited 60 s after SIGINT; alone it passes in ~25 s
+@pytest.mark.slow
 def test_resume_after_an_interrupted_job_on_a_cluster_joined_by_address(models, head_node, tmp_path):
     """A `ray start --head` cluster joined by address: a job interrupted (Ctrl-C) mid-way, run again,
     does only what is missing, and the outputs equal the local run's."""
