@@ -76,6 +76,36 @@ def tiny() -> dict:
     return dict(TINY)
 
 
+# prepended to a fresh interpreter's code: any import of torch or torchvision fails (the serving path needs neither)
+BLOCK_TORCH = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+               "            raise ImportError(f'{name} is blocked')\n"
+               "sys.meta_path.insert(0, Block())\n")
+
+
+def resumed_equals_whole(tmp_path: Path, opts: dict, steps: int = 6, stop_at: int = 3) -> dict:
+    """Train ``opts`` for ``steps`` steps in one go, and again stopped after ``stop_at`` and resumed:
+    assert both end with the same weights, bit for bit; returns them."""
+    import torch
+
+    from translate.engine.checkpoint import load_checkpoint
+    from translate.models import config_from_dict
+    from translate.train import build_config, load_run_config, train
+
+    cfg = build_config(opts)
+    train(cfg, tmp_path / "whole", quiet=True)
+    train(config_from_dict(cfg.to_dict()), tmp_path / "part", quiet=True, stop_at=stop_at)
+    train(load_run_config(tmp_path / "part"), tmp_path / "part", resume=True, quiet=True)
+    wa, sa, _ = load_checkpoint(tmp_path / "whole")
+    wb, sb, _ = load_checkpoint(tmp_path / "part")
+    assert sa["step"] == sb["step"] == steps and set(wa) == set(wb)
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    return wa
+
+
 def one_line_error(code: int, text: str, *fragments: str) -> str:
     """Assert a CLI result is a failure reported on exactly one "error:" line holding ``fragments``."""
     assert code != 0, text

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY, one_line_error, write_image
+from conftest import BLOCK_TORCH, TINY, one_line_error, write_image
 from PIL import Image
 
 from translate.cli import cli
@@ -356,12 +356,7 @@ def test_translator_api(exported):
 
 def test_serving_imports_neither_torch_nor_torchvision(exported, tmp_path):
     write_image(tmp_path / "in" / "a.png")
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-            "            raise ImportError(f'{name} is blocked')\n"
-            "sys.meta_path.insert(0, Block())\n"
+    code = (BLOCK_TORCH +
             "from translate import Translator\nfrom PIL import Image\n"
             f"t = Translator({str(exported['cyclegan'])!r})\nt(Image.new('RGB', (8, 8)))\n"
             "from translate.cli import cli\n"

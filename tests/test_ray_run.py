@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import TINY, one_line_error, write_image
+from conftest import BLOCK_TORCH, TINY, one_line_error, write_image
 from PIL import Image
 
 from translate.cli import cli
@@ -375,13 +375,7 @@ def head_node():
 
 def _cli(*args) -> list[str]:
     """The CLI in a fresh process whose import of torch fails: the driver of a --ray run needs none."""
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-            "            raise ImportError(f'{name} is blocked')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "from translate.cli import main\nmain()\n")
+    code = BLOCK_TORCH + "from translate.cli import main\nmain()\n"
     return [sys.executable, "-c", code, *map(str, args)]
 
 

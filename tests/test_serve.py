@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from cdp import Chromium, chromium_path
 from click.testing import CliRunner
-from conftest import TINY, one_line_error, write_image
+from conftest import BLOCK_TORCH, TINY, one_line_error, write_image
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -128,12 +128,7 @@ def error_of(r: httpx.Response) -> str:
 
 # --- no torch ------------------------------------------------------------------------------------
 def test_serving_path_imports_no_torch(models):
-    code = ("import sys\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
-            "            raise ImportError(f'{name} is blocked')\n"
-            "sys.meta_path.insert(0, Block())\n"
+    code = (BLOCK_TORCH +
             "import io\nfrom PIL import Image\n"
             "import translate.serve, translate.serve.web\n"
             "from translate.serve import Settings, create_app\nfrom translate.runtime import Translator\n"

@@ -4,7 +4,6 @@ within-class variety metric (docs/stabilisers.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import resumed_equals_whole
 from translate.engine.augment import AdaptiveAugment, augment, parse_policy
-from translate.engine.checkpoint import load_checkpoint
 from translate.engine.regularisers import LeCam, r1_penalty
 from translate.models.base import GANModel
 from translate.nn.spectral import fold_spectral_norm, has_spectral_norm, spectral_norm
@@ -206,22 +205,6 @@ def test_lecam_pulls_real_scores_towards_the_fake_anchor_and_back():
 
 
 # --- exact resume, export ------------------------------------------------------------------------
-def _resumed_equals_whole(tmp_path: Path, opts: dict) -> dict[str, torch.Tensor]:
-    from translate.models import config_from_dict
-    from translate.train import build_config, load_run_config, train
-
-    cfg = build_config(opts)
-    train(cfg, tmp_path / "whole", quiet=True)
-    train(config_from_dict(cfg.to_dict()), tmp_path / "part", quiet=True, stop_at=3)
-    train(load_run_config(tmp_path / "part"), tmp_path / "part", resume=True, quiet=True)
-    wa, sa, _ = load_checkpoint(tmp_path / "whole")
-    wb, sb, _ = load_checkpoint(tmp_path / "part")
-    assert sa["step"] == sb["step"] == 6 and set(wa) == set(wb)
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
-    return wa
-
-
 def test_every_stabiliser_resumes_exactly_and_exports_plain_weights(tmp_path):
     """pix2pix with all of them: the power-iteration vectors, the augmentation probability and its
     signal, and the LeCam anchors are in the checkpoint; stopped at step 3 and resumed, step 6
@@ -231,7 +214,7 @@ def test_every_stabiliser_resumes_exactly_and_exports_plain_weights(tmp_path):
     from translate.export import export_generator
     from translate.run import load_generator
 
-    w = _resumed_equals_whole(tmp_path, dict(TINY, model="pix2pix", steps=6, gan_loss="lsgan", ema=0.9, **EVERY))
+    w = resumed_equals_whole(tmp_path, dict(TINY, model="pix2pix", steps=6, gan_loss="lsgan", ema=0.9, **EVERY))
     assert any(k.endswith("parametrizations.weight.0._u") and k.startswith("discriminators.") for k in w)
     assert any(k.endswith("parametrizations.weight.0._v") and k.startswith("ema.G.") for k in w)
     assert {"aug.D.p", "aug.D.signs", "aug.D.count", "lecam.D.real", "lecam.D.fake"} <= set(w)
@@ -257,7 +240,7 @@ def test_cgan_with_the_conditional_options_and_stabilisers_resumes_exactly(tmp_p
             "ngf": 8, "ndf": 8, "workers": 0, "checkpoint_every": 1, "sample_every": 100, "ema": 0.9,
             "aux_classifier": 1.0, "twin_classifier": True, "class_minibatch_std": True, "aux_classifier_end": 0.1,
             "minibatch_std": 2, **EVERY}
-    w = _resumed_equals_whole(tmp_path, opts)
+    w = resumed_equals_whole(tmp_path, opts)
     assert "discriminators.D.twin.parametrizations.weight.original" in w
     assert "discriminators.D.embed.parametrizations.weight.0._u" in w  # the projection, normalised too
 
