@@ -238,11 +238,12 @@ def _load_data(cfg: RunConfig):
     from .models import family_of
 
     t, fam = cfg.train, family_of(cfg)
-    if fam.data_of(cfg) == "images":
+    kind = fam.data_of(cfg)
+    if kind == "images":
         return _generative_data(cfg, fam.conditional)
     layout = detect_layout(t.data)
     data = TranslationDataset(layout, size=t.size, load_size=t.load_size, flip=t.flip,
-                              unpaired=fam.data_of(cfg) == "unpaired", synthetic_count=t.synthetic_count, seed=t.seed,
+                              unpaired=kind == "unpaired", synthetic_count=t.synthetic_count, seed=t.seed,
                               max_bad_fraction=t.max_bad_fraction, holdout=t.holdout)
     if data.validation is not None and layout.kind != "synthetic":
         log.info("holding out %s (never trained on)", data.validation.describe())
