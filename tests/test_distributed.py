@@ -5,6 +5,7 @@ The launches go through the real command line (``python -m torch.distributed.run
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -184,6 +185,52 @@ def test_a_failure_on_one_rank_stops_every_rank():
     got = dict(results.get(timeout=5) for _ in procs)
     assert got[0] == "CheckpointError: cannot read /runs/x/step-00000004"
     assert got[1].startswith("DeviceError: rank 0 failed (CheckpointError: cannot read /runs/x/step-00000004)")
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _leave_after_work(rank: int, port: int, results) -> None:
+    """One rank of a two-process Gloo group that trains a little (collectives, torch._dynamo
+    imported mid-run as torch.compile does) and leaves."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    before = _threads()
+    distributed.setup("cpu")
+    distributed.mean_over_ranks(torch.ones(3))
+    importlib.import_module("torch._dynamo")  # imports torch.distributed.nn, whose defaults name the group
+
+    distributed.on_main(lambda: None)
+    during = _threads()
+    distributed.teardown(finished=True)
+    results.put((rank, before, during, _threads()))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_leaving_the_group_stops_its_threads():
+    """After training, leaving the process group stops its worker threads there and then: left
+    running into interpreter shutdown, one freeing the last collective's tensors aborted the process
+    now and then ("terminate called without an active exception", exit -6 under torchrun)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_leave_after_work, args=(r, port, results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    got = [results.get(timeout=5) for _ in procs]
+    for rank, before, during, after in got:
+        assert during > before and after == before, (rank, before, during, after)
 
 
 def _failing_rank_0_setup(rank: int, port: int, results, run_dir: str, what: str) -> None:

@@ -222,11 +222,13 @@ def train(ctx: click.Context, quiet_flag: bool, config_file: Path | None, run_di
     if quiet_flag:
         _set_level(True, ctx.obj["debug"])
     world = distributed.setup(options.get("device"))  # launched by torchrun: join the other processes
+    finished = False
     try:
         with distributed.only_main_logs():
             _train(quiet or not world.main, config_file, run_dir, resume, set_values, root, mirror, options)
+        finished = True
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
 
 
 def _train(quiet: bool, config_file: Path | None, run_dir: Path | None, resume: Path | None,

@@ -18,6 +18,7 @@ Everything here is a no-op in a single process, so the trainer calls it uncondit
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from dataclasses import dataclass
@@ -102,14 +103,26 @@ def setup(device: str | None = "auto") -> World:
     if cuda and w.local_rank < torch.cuda.device_count():  # (too few GPUs is an error once CUDA is chosen)
         torch.cuda.set_device(w.local_rank)
     backend = "cpu:gloo,cuda:nccl" if cuda and dist.is_nccl_available() else "gloo"
+    # torch.distributed.nn binds ``group=group.WORLD`` as default arguments when first imported (by
+    # torch._dynamo, say, mid-training): imported after the group exists, those defaults keep it
+    # alive past destroy_process_group, its worker threads run into interpreter shutdown, and one
+    # still freeing the last collective's tensors there aborts the process ("terminate called
+    # without an active exception"). Imported first, they hold None.
+    importlib.import_module("torch.distributed.nn")
+
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     _world = w
     return w
 
 
-def teardown() -> None:
+def teardown(finished: bool = False) -> None:
+    """Leave the process group. ``finished``: every rank got to the end of the same work, so they
+    meet once more first; the collectives' worker threads are done with the last one's tensors
+    before this process moves on to exit (a failing rank does not wait for the others)."""
     global _world
     if _world.active:
+        if finished:
+            barrier()
         import torch.distributed as dist
 
         with contextlib.suppress(Exception):
