@@ -427,6 +427,43 @@ def test_resume_after_an_interrupted_job_on_a_cluster_joined_by_address(models, 
     assert_same_outputs(tmp_path / "local", out)
 
 
+_STUCK_SHUTDOWN = """
+import sys, threading, time
+from pathlib import Path
+import translate.ray_run as rr
+from translate.runtime import Job
+
+class StuckRay:  # a cluster whose winding down never ends (a worker blocked in a read, say)
+    def shutdown(self):
+        threading.Event().wait()
+
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+rr.INTERRUPT_GRACE_S = 1.0
+rr.import_ray = StuckRay
+rr.Translator = lambda *a, **k: None
+rr.connect = lambda address: rr.Cluster(address="x", started=True, owned=True, seconds=0.0, nodes=1, cpus=2.0, gpus=0.0)
+rr._run = interrupted
+start = time.monotonic()
+try:
+    rr.run_on_ray([Job(Path("in.png"), Path(sys.argv[1]), "in.png")], "model.onnx", address="local")
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_ctrl_c_ends_the_job_even_when_ray_cannot_wind_it_down(tmp_path):
+    """Ctrl-C during a Ray job whose shutdown never returns: the command still ends, with 130 and
+    a line saying why, a grace period after the interrupt (not whenever the cluster lets go)."""
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", _STUCK_SHUTDOWN, str(tmp_path / "out.png")], capture_output=True,
+                         text=True, timeout=60, env=env(), cwd=tmp_path)
+    assert out.returncode == 130, out.stderr[-2000:]
+    assert "interrupted (Ray had not wound the job down after 1 s" in out.stderr
+    assert time.monotonic() - start < 30
+
+
 @needs_ray
 @pytest.mark.slow
 def test_the_ray_benchmark_runs_and_leaves_no_cluster_behind(tmp_path):

@@ -21,6 +21,8 @@ import logging
 import math
 import os
 import re
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ log = logging.getLogger("translate.run")
 
 EXTRA = "pip install 'translate[ray]'"
 IO_TASK_CPUS = 0.5  # Ray's CPU accounting of a decode or write task
+INTERRUPT_GRACE_S = 20.0  # after a Ctrl-C, how long Ray may take to wind the job down before we leave anyway
 
 
 class RayJobError(TranslateError):
@@ -325,10 +328,30 @@ def run_on_ray(jobs: list[Job], model: str | Path, *, address: str = "auto", act
         _run(ray, cluster, todo, summary, Path(model), pool=pool, gpus_per_actor=gpus_per_actor,
              batch_size=batch_size, resize=resize, provider=provider, tile=tile, seed=seed, overwrite=overwrite,
              workers=workers, progress=progress)
+    except KeyboardInterrupt:
+        exit_if_stuck(130, INTERRUPT_GRACE_S)
+        raise
     finally:
         if cluster.owned:
             ray.shutdown()  # a local cluster started here stops with it; a joined one stays up
     return summary
+
+
+def exit_if_stuck(code: int, seconds: float) -> None:
+    """After a Ctrl-C, give the winding down (Ray Data's executor stopping its tasks and actors,
+    ``ray.shutdown``, Ray's exit handlers) ``seconds``; past that the process ends anyway with
+    ``code``: a worker blocked in a read that never returns must not keep the user's terminal. Every
+    output is written by rename, so ending here leaves no partial file, and the next run of the same
+    job does only what is missing."""
+    def leave() -> None:
+        sys.stderr.write(f"interrupted (Ray had not wound the job down after {seconds:g} s; leaving it to the "
+                         f"cluster)\n")
+        sys.stderr.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    timer.start()
 
 
 def _run(ray, cluster: Cluster, todo: list[Job], summary: RunSummary, model: Path, *, pool: tuple[int, int] | None,
