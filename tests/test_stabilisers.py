@@ -25,6 +25,27 @@ EVERY = {"spectral_norm": True, "spectral_norm_g": True, "r1_gamma": 1.0, "r1_ev
          "lecam_weight": 0.1}
 
 
+# --- the generators' moving average ---------------------------------------------------------------
+def test_the_moving_average_of_a_short_run_forgets_the_random_start():
+    """ema=0.999 over 300 steps: a plain average would still hold 74 % of the initial weights; the
+    warmed-up decay holds none of them, and later steps move by exactly 1 - decay."""
+    from translate.engine.ema import EMA
+
+    live = nn.ModuleDict({"G": nn.Linear(4, 4)})
+    ema = EMA(live, 0.999)
+    start = ema.model["G"].weight.clone()
+    with torch.no_grad():
+        live["G"].weight.add_(1.0)
+    for step in range(300):
+        ema.update(live, step)
+    assert torch.allclose(ema.model["G"].weight, live["G"].weight, atol=1e-6)
+    with torch.no_grad():
+        live["G"].weight.copy_(start)
+    before = ema.model["G"].weight.clone()
+    ema.update(live, 100_000)
+    assert torch.allclose(ema.model["G"].weight, before + 0.001 * (start - before), atol=1e-6)
+
+
 # --- spectral normalisation --------------------------------------------------------------------
 def largest_singular_value(m: nn.Module) -> float:
     w = m.weight.detach()

@@ -206,7 +206,7 @@ class Trainer:
         logs.update(g_logs)
         logs.update(model.step_logs())
         if self.ema is not None and frozen != "G":
-            self.ema.update(model.generators)
+            self.ema.update(model.generators, self.step)
         with warnings.catch_warnings():  # fp16: the scaler skips overflowing steps; the schedule counts steps
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
             self.sched_G.step()
