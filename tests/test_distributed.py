@@ -165,9 +165,9 @@ def _failing_phase(rank: int, port: int, results) -> None:
         distributed.teardown()
 
 
-def test_a_failure_on_one_rank_stops_every_rank():
-    """A step only rank 0 runs fails: rank 0 raises its own error, and rank 1, instead of waiting in
-    the next collective until the timeout, raises one naming rank 0's failure."""
+def _spawn_two_ranks(target, *args):
+    """Start ranks 0 and 1 of a two-process Gloo group on a free local port, each running
+    ``target(rank, port, results, *args)``; returns the processes and the queue they report on."""
     import socket
 
     import torch.multiprocessing as mp
@@ -177,9 +177,16 @@ def test_a_failure_on_one_rank_stops_every_rank():
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_failing_phase, args=(r, port, results)) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, port, results, *args)) for r in range(2)]
     for p in procs:
         p.start()
+    return procs, results
+
+
+def test_a_failure_on_one_rank_stops_every_rank():
+    """A step only rank 0 runs fails: rank 0 raises its own error, and rank 1, instead of waiting in
+    the next collective until the timeout, raises one naming rank 0's failure."""
+    procs, results = _spawn_two_ranks(_failing_phase)
     for p in procs:
         p.join(120)
     got = dict(results.get(timeout=5) for _ in procs)
@@ -213,18 +220,7 @@ def test_leaving_the_group_stops_its_threads():
     """After training, leaving the process group stops its worker threads there and then: left
     running into interpreter shutdown, one freeing the last collective's tensors aborted the process
     now and then ("terminate called without an active exception", exit -6 under torchrun)."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_leave_after_work, args=(r, port, results)) for r in range(2)]
-    for p in procs:
-        p.start()
+    procs, results = _spawn_two_ranks(_leave_after_work)
     for p in procs:
         p.join(120)
         assert p.exitcode == 0
@@ -273,19 +269,8 @@ def test_a_rank_0_failure_in_training_set_up_stops_every_rank(tmp_path, what):
     """The sample batch and rank 0's writes run inside the all-ranks failure guard: rank 1 hears of
     rank 0's failure instead of waiting in the next collective for the 30-minute timeout."""
     import queue
-    import socket
 
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_failing_rank_0_setup, args=(r, port, results, str(tmp_path / "run"), what))
-             for r in range(2)]
-    for p in procs:
-        p.start()
+    procs, results = _spawn_two_ranks(_failing_rank_0_setup, str(tmp_path / "run"), what)
     try:
         got = dict(results.get(timeout=150) for _ in procs)
     except queue.Empty:
